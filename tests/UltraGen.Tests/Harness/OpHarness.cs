@@ -1,0 +1,201 @@
+using NUnit.Framework;
+using UltraGen.Core;
+using UltraGen.Ops;
+using UltraGen.Ops.Backends;
+
+namespace UltraGen.Tests.Harness;
+
+/// <summary>
+/// The harness every backend is held to (in the spirit of ggml's test-backend-ops): fresh random inputs per run,
+/// outputs poisoned with NaN, relative error against the float64 reference, gradients against finite differences.
+/// </summary>
+public static class OpHarness
+{
+    /// <summary>A fresh seed per test, or the one in ULTRAGEN_TEST_SEED to reproduce a failure.</summary>
+    public static int NewSeed()
+    {
+        string? fixedSeed = Environment.GetEnvironmentVariable("ULTRAGEN_TEST_SEED");
+        int seed = fixedSeed is not null ? int.Parse(fixedSeed) : Random.Shared.Next();
+        TestContext.Out.WriteLine($"seed {seed} (set ULTRAGEN_TEST_SEED={seed} to reproduce)");
+        return seed;
+    }
+
+    public static double RelativeError(ReadOnlySpan<double> actual, ReadOnlySpan<double> expected)
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length), "element counts differ");
+        double diff = 0, norm = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            double d = actual[i] - expected[i];
+            diff += d * d;
+            norm += expected[i] * expected[i];
+        }
+        // NaN anywhere (an unwritten poisoned element) makes the error NaN, which fails every bound.
+        return norm > 1e-300 ? Math.Sqrt(diff / norm) : Math.Sqrt(diff);
+    }
+
+    /// <summary>Rounds every input to <paramref name="dtype"/>, so the oracle sees exactly what the backend stores.</summary>
+    public static RefArgs Quantize(RefArgs inputs, DType dtype)
+    {
+        var result = new RefArgs();
+        foreach (var (name, tensor) in inputs)
+        {
+            using var stored = tensor.ToTensor(dtype);
+            result[name] = RefTensor.FromTensor(stored);
+        }
+        return result;
+    }
+
+    private static Dictionary<string, Tensor> Upload(IBackend backend, RefArgs values, DType dtype)
+    {
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (name, tensor) in values)
+        {
+            using var host = tensor.ToTensor(dtype);
+            var device = backend.Allocate(dtype, tensor.Shape);
+            backend.CopyFromHost(host, device);
+            result[name] = device;
+        }
+        return result;
+    }
+
+    private static Dictionary<string, Tensor> AllocatePoisoned(IBackend backend, IReadOnlyDictionary<string, int[]> shapes, DType dtype)
+    {
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (name, shape) in shapes)
+        {
+            using var poison = Tensor.Host(dtype, shape);
+            poison.Fill(double.NaN);
+            var device = backend.Allocate(dtype, shape);
+            backend.CopyFromHost(poison, device);
+            result[name] = device;
+        }
+        return result;
+    }
+
+    private static RefTensor Download(IBackend backend, Tensor device)
+    {
+        using var host = Tensor.Host(device.DType, device.ShapeArray);
+        backend.CopyToHost(device, host);
+        return RefTensor.FromTensor(host);
+    }
+
+    private static void DisposeAll(params IEnumerable<Tensor>[] groups)
+    {
+        foreach (var group in groups) foreach (var tensor in group) tensor.Dispose();
+    }
+
+    /// <summary>Forward of <paramref name="backend"/> against the reference on the same (quantized) inputs.</summary>
+    public static void CheckForward(IBackend backend, Op op, OpCase opCase, DType dtype)
+    {
+        var random = new Random(NewSeed());
+        var inputs = Quantize(OpRunner.RandomInputs(opCase, random), dtype);
+        var expected = OpRunner.Forward(op, inputs, opCase.Params);
+
+        var deviceInputs = Upload(backend, inputs, dtype);
+        var deviceOutputs = AllocatePoisoned(backend, op.OutputShapes(OpRunner.ShapesOf(inputs), opCase.Params), dtype);
+        try
+        {
+            backend.Forward(op, deviceInputs, deviceOutputs, opCase.Params);
+            double tolerance = op.ForwardTolerance(dtype);
+            foreach (var (name, device) in deviceOutputs)
+            {
+                var actual = Download(backend, device);
+                double error = RelativeError(actual.Data, expected.Get(name).Data);
+                TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} '{name}': rel err {error:E3} (tol {tolerance:E1})");
+                Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"output '{name}' relative error");
+            }
+        }
+        finally { DisposeAll(deviceInputs.Values, deviceOutputs.Values); }
+    }
+
+    /// <summary>Backward of <paramref name="backend"/> against the reference backward on the same inputs and output gradients.</summary>
+    public static void CheckBackward(IBackend backend, Op op, OpCase opCase, DType dtype)
+    {
+        var random = new Random(NewSeed());
+        var inputs = Quantize(OpRunner.RandomInputs(opCase, random), dtype);
+        var outputShapes = op.OutputShapes(OpRunner.ShapesOf(inputs), opCase.Params);
+        var outputGradients = Quantize(RandomLike(outputShapes, random), dtype);
+        var expected = OpRunner.Backward(op, inputs, outputGradients, opCase.Params);
+
+        var deviceInputs = Upload(backend, inputs, dtype);
+        var deviceOutputGradients = Upload(backend, outputGradients, dtype);
+        var deviceInputGradients = AllocatePoisoned(backend, expected.ToDictionary(kv => kv.Key, kv => kv.Value.Shape), dtype);
+        try
+        {
+            backend.Backward(op, deviceInputs, deviceOutputGradients, deviceInputGradients, opCase.Params);
+            double tolerance = op.ForwardTolerance(dtype) * 2;
+            foreach (var (name, device) in deviceInputGradients)
+            {
+                var actual = Download(backend, device);
+                double error = RelativeError(actual.Data, expected.Get(name).Data);
+                TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} d'{name}': rel err {error:E3} (tol {tolerance:E1})");
+                Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"gradient of '{name}' relative error");
+            }
+        }
+        finally { DisposeAll(deviceInputs.Values, deviceOutputGradients.Values, deviceInputGradients.Values); }
+    }
+
+    public static RefArgs RandomLike(IReadOnlyDictionary<string, int[]> shapes, Random random)
+    {
+        var result = new RefArgs();
+        foreach (var (name, shape) in shapes)
+        {
+            var tensor = new RefTensor((int[])shape.Clone());
+            for (int i = 0; i < tensor.Length; i++) tensor.Data[i] = 2 * random.NextDouble() - 1;
+            result[name] = tensor;
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// The reference backward against float64 central differences of L = Σ dy·y. Inputs with more than
+    /// <paramref name="maxProbesPerInput"/> elements are probed at a random subset that always includes the ends.
+    /// </summary>
+    public static void CheckGradients(Op op, OpCase opCase, int maxProbesPerInput = 48, double step = 1e-5)
+    {
+        var random = new Random(NewSeed());
+        var inputs = OpRunner.RandomInputs(opCase, random);
+        var outputShapes = op.OutputShapes(OpRunner.ShapesOf(inputs), opCase.Params);
+        var outputGradients = RandomLike(outputShapes, random);
+        var analytic = OpRunner.Backward(op, inputs, outputGradients, opCase.Params);
+
+        double Loss()
+        {
+            var outputs = OpRunner.Forward(op, inputs, opCase.Params);
+            double loss = 0;
+            foreach (var (name, gradient) in outputGradients)
+            {
+                var y = outputs.Get(name).Data;
+                for (int i = 0; i < y.Length; i++) loss += gradient.Data[i] * y[i];
+            }
+            return loss;
+        }
+
+        Assert.That(analytic.Count, Is.GreaterThan(0), $"op '{op.Name}' produced no input gradients");
+        foreach (var (name, gradient) in analytic)
+        {
+            var x = inputs.Get(name).Data;
+            var probes = Enumerable.Range(0, x.Length).ToList();
+            if (probes.Count > maxProbesPerInput)
+                probes = probes.OrderBy(_ => random.Next()).Take(maxProbesPerInput - 2).Append(0).Append(x.Length - 1).Distinct().ToList();
+            var numeric = new double[probes.Count];
+            var exact = new double[probes.Count];
+            for (int p = 0; p < probes.Count; p++)
+            {
+                int index = probes[p];
+                double saved = x[index];
+                x[index] = saved + step;
+                double plus = Loss();
+                x[index] = saved - step;
+                double minus = Loss();
+                x[index] = saved;
+                numeric[p] = (plus - minus) / (2 * step);
+                exact[p] = gradient.Data[index];
+            }
+            double error = RelativeError(exact, numeric);
+            TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} d'{name}': {probes.Count} probes, rel err {error:E3} (tol {op.GradientTolerance:E1})");
+            Assert.That(error, Is.LessThanOrEqualTo(op.GradientTolerance), $"gradient of '{name}' vs finite differences");
+        }
+    }
+}
