@@ -88,13 +88,4 @@ public class OpCatalogTests
             }
         }
     }
-
-    [Test]
-    public void Poisoned_outputs_are_detected()
-    {
-        // The harness must fail when a backend leaves an element unwritten: simulate one and check the error is NaN.
-        double[] expected = [1, 2, 3];
-        double[] leftPoisoned = [1, double.NaN, 3];
-        Assert.That(double.IsNaN(OpHarness.RelativeError(leftPoisoned, expected)), Is.True);
-    }
 }

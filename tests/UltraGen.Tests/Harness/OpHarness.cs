@@ -22,7 +22,8 @@ public static class OpHarness
 
     public static double RelativeError(ReadOnlySpan<double> actual, ReadOnlySpan<double> expected)
     {
-        Assert.That(actual.Length, Is.EqualTo(expected.Length), "element counts differ");
+        if (actual.Length != expected.Length)
+            throw new ArgumentException($"element counts differ: {actual.Length} vs {expected.Length}");
         double diff = 0, norm = 0;
         for (int i = 0; i < actual.Length; i++)
         {
@@ -88,6 +89,17 @@ public static class OpHarness
     /// <summary>Forward of <paramref name="backend"/> against the reference on the same (quantized) inputs.</summary>
     public static void CheckForward(IBackend backend, Op op, OpCase opCase, DType dtype)
     {
+        double tolerance = op.ForwardTolerance(dtype);
+        foreach (var (name, error) in ForwardErrors(backend, op, opCase, dtype))
+        {
+            TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} '{name}': rel err {error:E3} (tol {tolerance:E1})");
+            Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"output '{name}' relative error");
+        }
+    }
+
+    /// <summary>Relative error of every output of <paramref name="backend"/> against the reference.</summary>
+    public static Dictionary<string, double> ForwardErrors(IBackend backend, Op op, OpCase opCase, DType dtype)
+    {
         var random = new Random(NewSeed());
         var inputs = Quantize(OpRunner.RandomInputs(opCase, random), dtype);
         var expected = OpRunner.Forward(op, inputs, opCase.Params);
@@ -97,20 +109,24 @@ public static class OpHarness
         try
         {
             backend.Forward(op, deviceInputs, deviceOutputs, opCase.Params);
-            double tolerance = op.ForwardTolerance(dtype);
-            foreach (var (name, device) in deviceOutputs)
-            {
-                var actual = Download(backend, device);
-                double error = RelativeError(actual.Data, expected.Get(name).Data);
-                TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} '{name}': rel err {error:E3} (tol {tolerance:E1})");
-                Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"output '{name}' relative error");
-            }
+            return deviceOutputs.ToDictionary(kv => kv.Key, kv => RelativeError(Download(backend, kv.Value).Data, expected.Get(kv.Key).Data));
         }
         finally { DisposeAll(deviceInputs.Values, deviceOutputs.Values); }
     }
 
     /// <summary>Backward of <paramref name="backend"/> against the reference backward on the same inputs and output gradients.</summary>
     public static void CheckBackward(IBackend backend, Op op, OpCase opCase, DType dtype)
+    {
+        double tolerance = op.ForwardTolerance(dtype) * 2;
+        foreach (var (name, error) in BackwardErrors(backend, op, opCase, dtype))
+        {
+            TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} d'{name}': rel err {error:E3} (tol {tolerance:E1})");
+            Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"gradient of '{name}' relative error");
+        }
+    }
+
+    /// <summary>Relative error of every input gradient of <paramref name="backend"/> against the reference backward.</summary>
+    public static Dictionary<string, double> BackwardErrors(IBackend backend, Op op, OpCase opCase, DType dtype)
     {
         var random = new Random(NewSeed());
         var inputs = Quantize(OpRunner.RandomInputs(opCase, random), dtype);
@@ -124,14 +140,7 @@ public static class OpHarness
         try
         {
             backend.Backward(op, deviceInputs, deviceOutputGradients, deviceInputGradients, opCase.Params);
-            double tolerance = op.ForwardTolerance(dtype) * 2;
-            foreach (var (name, device) in deviceInputGradients)
-            {
-                var actual = Download(backend, device);
-                double error = RelativeError(actual.Data, expected.Get(name).Data);
-                TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} d'{name}': rel err {error:E3} (tol {tolerance:E1})");
-                Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"gradient of '{name}' relative error");
-            }
+            return deviceInputGradients.ToDictionary(kv => kv.Key, kv => RelativeError(Download(backend, kv.Value).Data, expected.Get(kv.Key).Data));
         }
         finally { DisposeAll(deviceInputs.Values, deviceOutputGradients.Values, deviceInputGradients.Values); }
     }
@@ -154,6 +163,18 @@ public static class OpHarness
     /// </summary>
     public static void CheckGradients(Op op, OpCase opCase, int maxProbesPerInput = 48, double step = 1e-5)
     {
+        var errors = GradientErrors(op, opCase, maxProbesPerInput, step);
+        Assert.That(errors, Is.Not.Empty, $"op '{op.Name}' produced no input gradients");
+        foreach (var (name, error) in errors)
+        {
+            TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} d'{name}': rel err {error:E3} (tol {op.GradientTolerance:E1})");
+            Assert.That(error, Is.LessThanOrEqualTo(op.GradientTolerance), $"gradient of '{name}' vs finite differences");
+        }
+    }
+
+    /// <summary>Relative error of the reference backward against central differences, per differentiable input.</summary>
+    public static Dictionary<string, double> GradientErrors(Op op, OpCase opCase, int maxProbesPerInput = 48, double step = 1e-5)
+    {
         var random = new Random(NewSeed());
         var inputs = OpRunner.RandomInputs(opCase, random);
         var outputShapes = op.OutputShapes(OpRunner.ShapesOf(inputs), opCase.Params);
@@ -172,7 +193,7 @@ public static class OpHarness
             return loss;
         }
 
-        Assert.That(analytic.Count, Is.GreaterThan(0), $"op '{op.Name}' produced no input gradients");
+        var errors = new Dictionary<string, double>();
         foreach (var (name, gradient) in analytic)
         {
             var x = inputs.Get(name).Data;
@@ -193,9 +214,8 @@ public static class OpHarness
                 numeric[p] = (plus - minus) / (2 * step);
                 exact[p] = gradient.Data[index];
             }
-            double error = RelativeError(exact, numeric);
-            TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} d'{name}': {probes.Count} probes, rel err {error:E3} (tol {op.GradientTolerance:E1})");
-            Assert.That(error, Is.LessThanOrEqualTo(op.GradientTolerance), $"gradient of '{name}' vs finite differences");
+            errors[name] = RelativeError(exact, numeric);
         }
+        return errors;
     }
 }
