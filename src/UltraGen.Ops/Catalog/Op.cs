@@ -74,6 +74,9 @@ public abstract class Op
     /// <summary>Allowed relative error of the reference backward against float64 central differences.</summary>
     public virtual double GradientTolerance => 1e-6;
 
+    /// <summary>Elements probed per input by the finite-difference check (ops with many large inputs probe fewer).</summary>
+    public virtual int GradientProbesPerInput => 48;
+
     public TensorSpec Input(string name) => Inputs.FirstOrDefault(i => i.Name == name)
         ?? throw new ShapeMismatchException($"op '{Name}' has no input '{name}'");
 
