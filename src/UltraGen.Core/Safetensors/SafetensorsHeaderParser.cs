@@ -214,9 +214,10 @@ internal static class SafetensorsHeaderParser
             if (c is < (byte)'0' or > (byte)'9')
                 throw new SafetensorsFormatException(path, name,
                     $"'{field}' must hold non-negative integers, not {System.Text.Encoding.UTF8.GetString(digits[..Math.Min(digits.Length, 40)])}");
-            if (value > (ulong.MaxValue - 9) / 10)
+            ulong digit = (ulong)(c - '0');
+            if (value > ulong.MaxValue / 10 || (value == ulong.MaxValue / 10 && digit > ulong.MaxValue % 10))
                 throw new SafetensorsFormatException(path, name, $"'{field}' holds an integer too large for 64 bits");
-            value = value * 10 + (ulong)(c - '0');
+            value = value * 10 + digit;
         }
         return value;
     }
