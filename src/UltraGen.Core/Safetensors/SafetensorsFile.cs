@@ -15,6 +15,7 @@ namespace UltraGen.Core.Safetensors;
 /// header's data_offsets are relative. Accepted leniencies relative to the reference implementation: gaps between
 /// tensors and trailing bytes after the last tensor are allowed (overlaps are not), and <c>"__metadata__": null</c>
 /// reads as empty metadata. Modifying or truncating the file while it is open is undefined (as for any mapping).
+/// Reads from several threads at once are safe; <see cref="Dispose"/> must not race them.
 /// </remarks>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
