@@ -41,3 +41,17 @@ public class SafetensorsFormatException : UltraGenException
     private static string Compose(string filePath, string? tensorName, string problem) =>
         tensorName is null ? $"{filePath}: {problem}" : $"{filePath}: tensor '{tensorName}': {problem}";
 }
+
+/// <summary>A tensor was asked for by name but the safetensors file does not hold it.</summary>
+public class MissingTensorException : UltraGenException
+{
+    public string FilePath { get; }
+    public string TensorName { get; }
+
+    public MissingTensorException(string filePath, string tensorName)
+        : base($"{filePath}: no tensor named '{tensorName}'")
+    {
+        FilePath = filePath;
+        TensorName = tensorName;
+    }
+}
