@@ -1,6 +1,17 @@
+using System.CommandLine;
+using UltraGen.Cli.Commands;
+
 namespace UltraGen.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => 0;
+    /// <summary>Exit code for bad input (a malformed file, wrong shapes, an unknown op or parameter).</summary>
+    public const int BadInputExitCode = 2;
+
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("UltraGen.Kernels: native high-resolution video generation with hierarchical attention");
+        root.Subcommands.Add(OpsCommand.Create());
+        return root.Parse(args).Invoke();
+    }
 }
