@@ -67,8 +67,13 @@ public sealed class Tensor : IDisposable
 {
     private readonly int[] _shape;
 
-    public Tensor(DType dtype, int[] shape, TensorStorage storage)
+    private readonly bool _ownsStorage;
+
+    public Tensor(DType dtype, int[] shape, TensorStorage storage) : this(dtype, shape, storage, ownsStorage: true) { }
+
+    private Tensor(DType dtype, int[] shape, TensorStorage storage, bool ownsStorage)
     {
+        _ownsStorage = ownsStorage;
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentNullException.ThrowIfNull(storage);
         _shape = (int[])shape.Clone();
@@ -88,6 +93,20 @@ public sealed class Tensor : IDisposable
     public long ElementCount { get; }
     public long ByteCount => ElementCount * DTypes.SizeOf(DType);
     public TensorStorage Storage { get; }
+
+    /// <summary>Whether disposing this tensor frees its storage (false for views made by <see cref="Reshape"/>).</summary>
+    public bool OwnsStorage => _ownsStorage;
+
+    /// <summary>
+    /// A view of the same storage under another shape with the same element count. The view does not own the storage:
+    /// keep the original alive while the view is used; disposing the view is a no-op.
+    /// </summary>
+    public Tensor Reshape(params int[] shape)
+    {
+        if (Core.Shape.ElementCount(shape) != ElementCount)
+            throw new ShapeMismatchException($"cannot view {this} as {Core.Shape.Format(shape)}: element counts differ");
+        return new Tensor(DType, shape, Storage, ownsStorage: false);
+    }
 
     public int Dim(int axis) => _shape[axis < 0 ? _shape.Length + axis : axis];
 
@@ -152,5 +171,8 @@ public sealed class Tensor : IDisposable
 
     public override string ToString() => $"Tensor<{DTypes.Lower(DType)}>{Core.Shape.Format(_shape)} on {Storage.Location}";
 
-    public void Dispose() => Storage.Dispose();
+    public void Dispose()
+    {
+        if (_ownsStorage) Storage.Dispose();
+    }
 }

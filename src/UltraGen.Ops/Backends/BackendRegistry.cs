@@ -22,7 +22,7 @@ public static class BackendRegistry
         var skipped = new List<string>();
         foreach (var provider in Providers.OrderByDescending(p => p.AutoPriority))
         {
-            var probe = provider.Probe();
+            var probe = provider.ProbeForAuto();
             if (probe.Backend is not null)
             {
                 string why = skipped.Count == 0

@@ -54,4 +54,10 @@ public interface IBackendProvider
     int AutoPriority { get; }
 
     BackendProbe Probe();
+
+    /// <summary>
+    /// The probe <c>--backend auto</c> uses. A provider may decline here while still being usable by name (ILGPU on its
+    /// CPU accelerator is a test device, slower than the Cpu backend).
+    /// </summary>
+    BackendProbe ProbeForAuto() => Probe();
 }
