@@ -207,7 +207,7 @@ public static class OpsCommand
         if (backward && outputGradients.Count != outputShapes.Count)
             throw new ShapeMismatchException($"a backward pass needs grad.<output> for every output: {string.Join(", ", outputShapes.Keys.Select(k => GradientPrefix + k))}");
 
-        var (backend, why) = SelectBackend(backendName);
+        var (backend, why) = SelectBackend(backendName, op, storage);
         using (backend)
         {
             if (!backend.Supports(op, storage, out var reason))
@@ -224,9 +224,9 @@ public static class OpsCommand
         return 0;
     }
 
-    private static (IBackend Backend, string Why) SelectBackend(string name)
+    private static (IBackend Backend, string Why) SelectBackend(string name, Op op, DType storage)
     {
-        if (string.Equals(name, "auto", StringComparison.OrdinalIgnoreCase)) return BackendRegistry.Auto();
+        if (string.Equals(name, "auto", StringComparison.OrdinalIgnoreCase)) return BackendRegistry.Auto(op, storage);
         var probe = BackendRegistry.Get(name).Probe();
         return probe.Backend is not null
             ? (probe.Backend, "chosen with --backend")

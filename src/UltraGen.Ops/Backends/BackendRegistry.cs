@@ -15,22 +15,30 @@ public static class BackendRegistry
             $"unknown backend '{name}'; known backends: {string.Join(", ", Providers.Select(p => p.Name))}");
 
     /// <summary>
-    /// The backend <c>auto</c> picks: the available one with the highest priority, and a sentence saying why.
+    /// The backend <c>auto</c> picks: the available one with the highest priority (that runs <paramref name="op"/> in
+    /// <paramref name="dtype"/>, when given), and a sentence saying why.
     /// </summary>
-    public static (IBackend Backend, string Why) Auto()
+    public static (IBackend Backend, string Why) Auto(Op? op = null, Core.DType dtype = Core.DType.F32)
     {
         var skipped = new List<string>();
         foreach (var provider in Providers.OrderByDescending(p => p.AutoPriority))
         {
             var probe = provider.ProbeForAuto();
-            if (probe.Backend is not null)
+            if (probe.Backend is null)
             {
-                string why = skipped.Count == 0
-                    ? $"auto chose '{provider.Name}': the preferred backend here"
-                    : $"auto chose '{provider.Name}' because {string.Join("; ", skipped)}";
-                return (probe.Backend, why);
+                skipped.Add($"{provider.Name} is unavailable ({probe.UnavailableReason})");
+                continue;
             }
-            skipped.Add($"{provider.Name} is unavailable ({probe.UnavailableReason})");
+            if (op is not null && !probe.Backend.Supports(op, dtype, out var reason))
+            {
+                skipped.Add($"{provider.Name} cannot run it ({reason})");
+                probe.Backend.Dispose();
+                continue;
+            }
+            string why = skipped.Count == 0
+                ? $"auto chose '{provider.Name}': the preferred backend here"
+                : $"auto chose '{provider.Name}' because {string.Join("; ", skipped)}";
+            return (probe.Backend, why);
         }
         throw new Core.UnsupportedConfigurationException("no backend is available: " + string.Join("; ", skipped));
     }

@@ -59,6 +59,10 @@ public abstract class KernelBackend : IBackend
             reason = $"{DTypes.Lower(dtype)} storage is reference-only; kernels take f32, bf16 or f16";
         else if (!PrimitiveOps.Contains(op.Name) && !CompositeOps.Names.Contains(op.Name))
             reason = $"op '{op.Name}' has no kernel on {Name}";
+        else if (CompositeOps.Names.Contains(op.Name))
+            reason = PrimitiveOps.Select(name => Limitation(OpCatalog.Get(name), dtype)).FirstOrDefault(r => r is not null) is { } missing
+                ? $"composite '{op.Name}' needs every primitive: {missing}"
+                : Limitation(op, dtype);
         else
             reason = Limitation(op, dtype);
         return reason is null;
