@@ -50,6 +50,20 @@ public abstract class KernelBackend : IBackend
         IReadOnlyDictionary<string, Tensor> inputGradients,
         OpParams parameters);
 
+    /// <summary>
+    /// Lets a backend run an op natively on its stored dtype (for example bf16 tensor-core attention) instead of
+    /// widening to f32; return false to take the f32 path.
+    /// </summary>
+    protected virtual bool TryForwardNative(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputs, OpParams parameters) => false;
+
+    /// <summary>The backward counterpart of <see cref="TryForwardNative"/>.</summary>
+    protected virtual bool TryBackwardNative(
+        Op op,
+        IReadOnlyDictionary<string, Tensor> inputs,
+        IReadOnlyDictionary<string, Tensor> outputGradients,
+        IReadOnlyDictionary<string, Tensor> inputGradients,
+        OpParams parameters) => false;
+
     /// <summary>Extra per-op limits of a backend (for example supported head dims); null when supported.</summary>
     protected virtual string? Limitation(Op op, DType dtype) => null;
 
@@ -71,6 +85,7 @@ public abstract class KernelBackend : IBackend
     public void Forward(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputs, OpParams parameters)
     {
         Validate(op, inputs, outputs, parameters, "output");
+        if (TryForwardNative(op, inputs, outputs, parameters)) return;
         using var wide = new WidenedTensors(this);
         var inputs32 = wide.Widen(inputs);
         var outputs32 = wide.WidenOutputs(outputs);
@@ -95,6 +110,7 @@ public abstract class KernelBackend : IBackend
             if (!inputs.TryGetValue(name, out var input) || !input.Shape.SequenceEqual(gradient.Shape))
                 throw new ShapeMismatchException($"op '{op.Name}': gradient buffer for '{name}' must match the input's shape");
         }
+        if (TryBackwardNative(op, inputs, outputGradients, inputGradients, parameters)) return;
         using var wide = new WidenedTensors(this);
         var inputs32 = wide.Widen(inputs);
         var outputGradients32 = wide.Widen(outputGradients);
