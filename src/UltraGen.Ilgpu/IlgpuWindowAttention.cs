@@ -14,7 +14,7 @@ namespace UltraGen.Ilgpu;
 /// </summary>
 /// <remarks>
 /// <para>All launches go to the accelerator's default stream. <see cref="Forward"/> does not synchronize.
-/// <see cref="Backward"/> allocates scratch (O: one tensor of q's size; LSE and D: B·T·H·W·heads floats each), recomputes
+/// <see cref="Backward"/> allocates scratch (O: one tensor of q's size; row statistics (m, 1/l): 2·B·T·H·W·heads floats; D: B·T·H·W·heads floats), recomputes
 /// the forward into it, and synchronizes the default stream before freeing that scratch.</para>
 /// <para>The RoPE (cos, sin) table is computed on the host in float64, uploaded once per (headDim, θ) and cached (it grows
 /// when a grid needs larger positions). It and a one-float placeholder buffer stay allocated until <see cref="Dispose"/>
@@ -51,7 +51,7 @@ public sealed class IlgpuWindowAttention : IDisposable
         var geometry = Validate(q, k, v, batch, heads, headDim, layout, rope);
         Require(o, geometry.Elements, "o");
         var table = RopeTable(headDim, ropeTheta, layout, rope);
-        LaunchForward(q, k, v, o, Placeholder, table, batch, heads, headDim, layout, rope, writeLse: false);
+        LaunchForward(q, k, v, o, Placeholder, table, batch, heads, headDim, layout, rope, writeStats: false);
     }
 
     /// <summary>Writes dq, dk, dv (each may be an empty view when that gradient is not wanted).</summary>
@@ -71,10 +71,10 @@ public sealed class IlgpuWindowAttention : IDisposable
         var stream = _accelerator.DefaultStream;
         long rows = geometry.Elements / headDim; // B·T·H·W·heads
         using var oScratch = _accelerator.Allocate1D<float>(geometry.Elements);
-        using var lse = _accelerator.Allocate1D<float>(rows);
+        using var stats = _accelerator.Allocate1D<float>(2 * rows);
         using var rowDot = _accelerator.Allocate1D<float>(rows);
 
-        LaunchForward(q, k, v, oScratch.View, lse.View, table, batch, heads, headDim, layout, rope, writeLse: true);
+        LaunchForward(q, k, v, oScratch.View, stats.View, table, batch, heads, headDim, layout, rope, writeStats: true);
 
         _rowDotKernel ??= _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(
             IlgpuWindowAttentionKernels.RowDot);
@@ -92,7 +92,7 @@ public sealed class IlgpuWindowAttention : IDisposable
                 IlgpuWindowAttentionKernels.KeyValueGrad);
             var config = new KernelConfig(Groups(batch, heads, layout, p.Tiles), threads,
                 SharedMemoryConfig.RequestDynamic<float>(KeyValueFloats(headDim, br, bc)));
-            _keyValueKernel(stream, config, q, k, v, dO, lse.View, rowDot.View, wantK ? dk : Placeholder, wantV ? dv : Placeholder,
+            _keyValueKernel(stream, config, q, k, v, dO, stats.View, rowDot.View, wantK ? dk : Placeholder, wantV ? dv : Placeholder,
                 table, p);
         }
         if (wantQ)
@@ -105,7 +105,7 @@ public sealed class IlgpuWindowAttention : IDisposable
                 IlgpuWindowAttentionKernels.QueryGrad);
             var config = new KernelConfig(Groups(batch, heads, layout, p.Tiles), threads,
                 SharedMemoryConfig.RequestDynamic<float>(QueryFloats(headDim, br, bc)));
-            _queryKernel(stream, config, q, k, v, dO, lse.View, rowDot.View, dq, table, p);
+            _queryKernel(stream, config, q, k, v, dO, stats.View, rowDot.View, dq, table, p);
         }
         stream.Synchronize(); // the scratch buffers are freed on return
     }
@@ -124,11 +124,11 @@ public sealed class IlgpuWindowAttention : IDisposable
     /// <summary>Forward shared memory (floats): Q, O Br·d | K/V Bc·d | S Br·Bc | m, l, α Br.</summary>
     internal static int ForwardFloats(int d, int br, int bc) => 2 * br * d + bc * d + br * bc + 3 * br;
 
-    /// <summary>dK/dV shared memory (floats): K, V, dK, dV Bc·d | Q, dO Br·d | P, dS Br·Bc | LSE, D Br.</summary>
-    internal static int KeyValueFloats(int d, int br, int bc) => 4 * bc * d + 2 * br * d + 2 * br * bc + 2 * br;
+    /// <summary>dK/dV shared memory (floats): K, V, dK, dV Bc·d | Q, dO Br·d | P, dS Br·Bc | m, 1/l, D Br.</summary>
+    internal static int KeyValueFloats(int d, int br, int bc) => 4 * bc * d + 2 * br * d + 2 * br * bc + 3 * br;
 
-    /// <summary>dQ shared memory (floats): Q, dO, dQ Br·d | K, V Bc·d | dS Br·Bc | LSE, D Br.</summary>
-    internal static int QueryFloats(int d, int br, int bc) => 3 * br * d + 2 * bc * d + br * bc + 2 * br;
+    /// <summary>dQ shared memory (floats): Q, dO, dQ Br·d | K, V Bc·d | dS Br·Bc | m, 1/l, D Br.</summary>
+    internal static int QueryFloats(int d, int br, int bc) => 3 * br * d + 2 * bc * d + br * bc + 3 * br;
 
     /// <summary>Forward (Br, Bc): the fitting pair with the largest smaller side, then the largest Br.</summary>
     internal static (int Br, int Bc) ForwardTiles(int d) => Pick(d, ForwardFloats, ownIsRows: true);
@@ -167,17 +167,17 @@ public sealed class IlgpuWindowAttention : IDisposable
 
     // ---- launches -------------------------------------------------------------------------------------------------------
 
-    private void LaunchForward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse,
-        ArrayView<float> table, int batch, int heads, int headDim, WindowLayout layout, bool rope, bool writeLse)
+    private void LaunchForward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> stats,
+        ArrayView<float> table, int batch, int heads, int headDim, WindowLayout layout, bool rope, bool writeStats)
     {
         var (br, bc) = ForwardTiles(headDim);
         var p = Params(batch, heads, headDim, layout, rope, br, bc, ownRows: br);
-        p.FlagA = writeLse ? 1 : 0;
+        p.FlagA = writeStats ? 1 : 0;
         _forwardKernel ??= _accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, WindowAttentionParams>(IlgpuWindowAttentionKernels.Forward);
         var config = new KernelConfig(Groups(batch, heads, layout, p.Tiles), GroupSize(),
             SharedMemoryConfig.RequestDynamic<float>(ForwardFloats(headDim, br, bc)));
-        _forwardKernel(_accelerator.DefaultStream, config, q, k, v, o, lse, table, p);
+        _forwardKernel(_accelerator.DefaultStream, config, q, k, v, o, stats, table, p);
     }
 
     private static int Groups(int batch, int heads, WindowLayout layout, int tiles) =>

@@ -56,10 +56,35 @@ internal struct TokenSite
 /// The ILGPU kernels of <see cref="IlgpuWindowAttention"/>. Explicitly grouped: one group per (batch·window, head, tile); every
 /// thread of a group walks the tile's elements with a stride of the group size, so any group size works (the CPU
 /// accelerator's 16 as well as 128 on a GPU). All tiles live in one dynamic shared-memory block laid out by the host.
-/// Scores are kept in the scaled domain: q̃ is multiplied by 1/√d on load, so LSE = m + log l is in those units.
+/// Scores are kept in the scaled domain: q̃ is multiplied by 1/√d on load; the row statistics m (running max) and l (sum)
+/// are in those units.
 /// </summary>
 internal static class IlgpuWindowAttentionKernels
 {
+    /// <summary>
+    /// e^x in f32 from plain arithmetic, so the kernels need no math intrinsics (ILGPU's PTX backend has no exp without
+    /// <c>EnableAlgorithms</c> or libdevice): x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7
+    /// Taylor polynomial (truncation below 1e-8 relative), 2^n built from the exponent bits. x below −87 gives 0 (also −∞).
+    /// </summary>
+    internal static float Exp(float x)
+    {
+        if (!(x > -87f)) return 0f;
+        if (x > 88f) x = 88f;
+        float scaled = x * 1.44269504f; // log2(e)
+        int n = (int)(scaled + (scaled >= 0f ? 0.5f : -0.5f));
+        float r = x - n * 0.693145752f; // ln2, high part (exact in f32 for |n| ≤ 128)
+        r -= n * 1.42860677e-6f;         // ln2, low part
+        float poly = 1f / 5040f;
+        poly = poly * r + 1f / 720f;
+        poly = poly * r + 1f / 120f;
+        poly = poly * r + 1f / 24f;
+        poly = poly * r + 1f / 6f;
+        poly = poly * r + 0.5f;
+        poly = poly * r + 1f;
+        poly = poly * r + 1f;
+        return poly * Interop.IntAsFloat((uint)(n + 127) << 23);
+    }
+
     /// <summary>Window g = windowRow·n + windowCol; row r covers [⌊r·H/n⌋, ⌊(r+1)·H/n⌋), likewise for columns.</summary>
     private static WindowBox Box(WindowAttentionParams p, int window)
     {
@@ -123,11 +148,12 @@ internal static class IlgpuWindowAttentionKernels
 
     /// <summary>
     /// Forward. Grid: batch·windows·heads·tiles groups (tile fastest); each group owns Br query rows of one window and head,
-    /// walks the window's keys in tiles of Bc with an online softmax, and writes o (and the row LSE when FlagA = 1).
+    /// walks the window's keys in tiles of Bc with an online softmax, and writes o (and the row statistics (m, 1/l) when FlagA = 1,
+    /// so that P = exp(s − m)/l can be recomputed).
     /// Shared memory (floats): Q Br·d | O Br·d | K/V Bc·d (K, then V over it) | S Br·Bc | m, l, α Br each.
     /// </summary>
     public static void Forward(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o,
-        ArrayView<float> lse, ArrayView<float> table, WindowAttentionParams p)
+        ArrayView<float> stats, ArrayView<float> table, WindowAttentionParams p)
     {
         int tid = Group.IdxX, threads = Group.DimX;
         int group = Grid.IdxX;
@@ -209,12 +235,12 @@ internal static class IlgpuWindowAttentionKernels
                 float sum = 0f;
                 for (int j = 0; j < kn; j++)
                 {
-                    float e = MathF.Exp(shared[sS + r * bc + j] - max);
+                    float e = Exp(shared[sS + r * bc + j] - max);
                     shared[sS + r * bc + j] = e;
                     sum += e;
                 }
                 for (int j = kn; j < bc; j++) shared[sS + r * bc + j] = 0f;
-                float alpha = MathF.Exp(previous - max); // 0 on the first tile (previous = −∞)
+                float alpha = Exp(previous - max); // 0 on the first tile (previous = −∞)
                 shared[sL + r] = shared[sL + r] * alpha + sum;
                 shared[sM + r] = max;
                 shared[sA + r] = alpha;
@@ -252,7 +278,9 @@ internal static class IlgpuWindowAttentionKernels
             for (int r = tid; r < qn; r += threads)
             {
                 var site = Site(p, box, batch, rowBase + r);
-                lse[site.Slot * p.Heads + head] = shared[sM + r] + MathF.Log(shared[sL + r]);
+                long stat = (site.Slot * p.Heads + head) * 2;
+                stats[stat] = shared[sM + r];
+                stats[stat + 1] = 1f / shared[sL + r];
             }
     }
 
@@ -270,12 +298,12 @@ internal static class IlgpuWindowAttentionKernels
 
     /// <summary>
     /// Backward dK/dV. Grid: batch·windows·heads·key tiles; each group owns Bc keys, loops over the window's query tiles of Br
-    /// rows, recomputes P = exp(q̃·k̃ᵀ/√d − LSE), and accumulates dV = Pᵀ·dO and dK̃ = dSᵀ·(q̃/√d) with dS = P∘(dO·Vᵀ − D).
+    /// rows, recomputes P = exp(q̃·k̃ᵀ/√d − m)/l from the forward's row statistics, and accumulates dV = Pᵀ·dO and dK̃ = dSᵀ·(q̃/√d) with dS = P∘(dO·Vᵀ − D).
     /// dk is written un-rotated (inverse RoPE) when FlagA = 1, dv when FlagB = 1.
-    /// Shared memory (floats): K, V, dK, dV Bc·d each | Q, dO Br·d each | P, dS Br·Bc each | LSE, D Br each.
+    /// Shared memory (floats): K, V, dK, dV Bc·d each | Q, dO Br·d each | P, dS Br·Bc each | m, 1/l, D Br each.
     /// </summary>
     public static void KeyValueGrad(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
-        ArrayView<float> lse, ArrayView<float> rowDot, ArrayView<float> dk, ArrayView<float> dv, ArrayView<float> table,
+        ArrayView<float> stats, ArrayView<float> rowDot, ArrayView<float> dk, ArrayView<float> dv, ArrayView<float> table,
         WindowAttentionParams p)
     {
         int tid = Group.IdxX, threads = Group.DimX;
@@ -296,7 +324,7 @@ internal static class IlgpuWindowAttentionKernels
         int kn = box.Tokens - keyBase < bc ? box.Tokens - keyBase : bc;
         var shared = SharedMemory.GetDynamic<float>();
         int sK = 0, sV = bc * d, sDK = 2 * bc * d, sDV = 3 * bc * d, sQ = 4 * bc * d, sDO = sQ + br * d;
-        int sP = sDO + br * d, sDS = sP + br * bc, sLse = sDS + br * bc, sD = sLse + br;
+        int sP = sDO + br * d, sDS = sP + br * bc, sM = sDS + br * bc, sInvL = sM + br, sD = sInvL + br;
 
         for (int e = tid; e < bc * d; e += threads)
         {
@@ -334,14 +362,17 @@ internal static class IlgpuWindowAttentionKernels
             }
             for (int r = tid; r < br; r += threads)
             {
-                float rowLse = 0f, rowD = 0f;
+                float rowMax = 0f, rowInvSum = 0f, rowD = 0f;
                 if (r < qn)
                 {
                     var site = Site(p, box, batch, rowBase + r);
-                    rowLse = lse[site.Slot * p.Heads + head];
-                    rowD = rowDot[site.Slot * p.Heads + head];
+                    long entry = site.Slot * p.Heads + head;
+                    rowMax = stats[entry * 2];
+                    rowInvSum = stats[entry * 2 + 1];
+                    rowD = rowDot[entry];
                 }
-                shared[sLse + r] = rowLse;
+                shared[sM + r] = rowMax;
+                shared[sInvL + r] = rowInvSum;
                 shared[sD + r] = rowD;
             }
             Group.Barrier();
@@ -358,7 +389,7 @@ internal static class IlgpuWindowAttentionKernels
                         s += shared[sQ + r * d + c] * shared[sK + j * d + c];
                         dp += shared[sDO + r * d + c] * shared[sV + j * d + c];
                     }
-                    prob = MathF.Exp(s - shared[sLse + r]);
+                    prob = Exp(s - shared[sM + r]) * shared[sInvL + r];
                     ds = prob * (dp - shared[sD + r]);
                 }
                 shared[sP + e] = prob;
@@ -399,10 +430,10 @@ internal static class IlgpuWindowAttentionKernels
     /// <summary>
     /// Backward dQ. Grid: batch·windows·heads·query tiles; each group owns Br query rows, loops over the window's key tiles
     /// of Bc, and accumulates dQ̃ = dS·K̃; dq = (1/√d)·inverse-RoPE(dQ̃).
-    /// Shared memory (floats): Q, dO, dQ Br·d each | K, V Bc·d each | dS Br·Bc | LSE, D Br each.
+    /// Shared memory (floats): Q, dO, dQ Br·d each | K, V Bc·d each | dS Br·Bc | m, 1/l, D Br each.
     /// </summary>
     public static void QueryGrad(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
-        ArrayView<float> lse, ArrayView<float> rowDot, ArrayView<float> dq, ArrayView<float> table, WindowAttentionParams p)
+        ArrayView<float> stats, ArrayView<float> rowDot, ArrayView<float> dq, ArrayView<float> table, WindowAttentionParams p)
     {
         int tid = Group.IdxX, threads = Group.DimX;
         int group = Grid.IdxX;
@@ -422,7 +453,7 @@ internal static class IlgpuWindowAttentionKernels
         int qn = box.Tokens - rowBase < br ? box.Tokens - rowBase : br;
         var shared = SharedMemory.GetDynamic<float>();
         int sQ = 0, sDO = br * d, sDQ = 2 * br * d, sK = 3 * br * d, sV = sK + bc * d, sDS = sV + bc * d;
-        int sLse = sDS + br * bc, sD = sLse + br;
+        int sM = sDS + br * bc, sInvL = sM + br, sD = sInvL + br;
 
         for (int e = tid; e < br * d; e += threads)
         {
@@ -441,14 +472,17 @@ internal static class IlgpuWindowAttentionKernels
         }
         for (int r = tid; r < br; r += threads)
         {
-            float rowLse = 0f, rowD = 0f;
+            float rowMax = 0f, rowInvSum = 0f, rowD = 0f;
             if (r < qn)
             {
                 var site = Site(p, box, batch, rowBase + r);
-                rowLse = lse[site.Slot * p.Heads + head];
-                rowD = rowDot[site.Slot * p.Heads + head];
+                long entry = site.Slot * p.Heads + head;
+                rowMax = stats[entry * 2];
+                rowInvSum = stats[entry * 2 + 1];
+                rowD = rowDot[entry];
             }
-            shared[sLse + r] = rowLse;
+            shared[sM + r] = rowMax;
+            shared[sInvL + r] = rowInvSum;
             shared[sD + r] = rowD;
         }
 
@@ -483,7 +517,7 @@ internal static class IlgpuWindowAttentionKernels
                         s += shared[sQ + r * d + c] * shared[sK + j * d + c];
                         dp += shared[sDO + r * d + c] * shared[sV + j * d + c];
                     }
-                    ds = MathF.Exp(s - shared[sLse + r]) * (dp - shared[sD + r]);
+                    ds = Exp(s - shared[sM + r]) * shared[sInvL + r] * (dp - shared[sD + r]);
                 }
                 shared[sDS + e] = ds;
             }

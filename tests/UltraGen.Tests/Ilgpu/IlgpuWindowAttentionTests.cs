@@ -1,5 +1,8 @@
 using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime.CPU;
 using NUnit.Framework;
 using UltraGen.Core;
@@ -51,6 +54,10 @@ public class IlgpuWindowAttentionTests
         yield return Case("full_d128_t1_batch2_40tok", 2, 1, 5, 8, 1, 128, 1, false, true);
         yield return Case("ragged2_t1_batch2_d16", 2, 1, 5, 9, 2, 16, 2, true, true);
         yield return Case("full_d6_heads3", 1, 2, 3, 4, 3, 6, 1, false, true);
+        yield return Case("full_d128_108tok", 1, 3, 6, 6, 1, 128, 1, false, true);
+        yield return Case("ragged2_5x9_t4_d96", 1, 4, 5, 9, 2, 96, 2, true, true);
+        yield return Case("ragged5_11x13_d32", 1, 2, 11, 13, 1, 32, 5, true, true);
+        yield return Case("full_d64_384tok_long_positions", 1, 12, 16, 2, 1, 64, 1, false, true);
     }
 
     private static TestCaseData Case(string name, int batch, int t, int h, int w, int heads, int headDim, int windows, bool ragged,
@@ -58,7 +65,23 @@ public class IlgpuWindowAttentionTests
         new TestCaseData(batch, t, h, w, heads, headDim, windows, ragged, rope).SetName($"IlgpuWindowAttention_{name}");
 
     [TestCaseSource(nameof(Cases))]
-    public void MatchesReference(int batch, int t, int h, int w, int heads, int headDim, int windows, bool ragged, bool rope)
+    public void MatchesReference(int batch, int t, int h, int w, int heads, int headDim, int windows, bool ragged, bool rope) =>
+        Compare(_accelerator, _attention, batch, t, h, w, heads, headDim, windows, ragged, rope);
+
+    /// <summary>The GPU group size (128 threads, ILGPU's "Intel" CPU device profile) instead of the default CPU device's 16.</summary>
+    [Test]
+    public void MatchesReferenceWith128ThreadGroups()
+    {
+        using var context = Context.Create(builder => builder.CPU(CPUDevice.Intel));
+        using var accelerator = context.CreateCPUAccelerator(0);
+        using var attention = new IlgpuWindowAttention(accelerator);
+        Assert.That(accelerator.MaxNumThreadsPerGroup, Is.EqualTo(128));
+        Compare(accelerator, attention, 1, 2, 7, 10, 1, 128, 3, true, true);
+        Compare(accelerator, attention, 2, 2, 6, 7, 2, 8, 1, false, true);
+    }
+
+    private static void Compare(CPUAccelerator accelerator, IlgpuWindowAttention attention, int batch, int t, int h, int w, int heads,
+        int headDim, int windows, bool ragged, bool rope)
     {
         var grid = new Grid3(t, h, w);
         var layout = ragged ? WindowLayout.Ragged(grid, windows) : WindowLayout.Divisible(grid, windows);
@@ -72,22 +95,22 @@ public class IlgpuWindowAttentionTests
         var oExpected = WindowAttentionOp.Forward(qRef, kRef, vRef, heads, layout, rope);
         var (dqExpected, dkExpected, dvExpected) = WindowAttentionOp.Backward(qRef, kRef, vRef, dORef, heads, layout, rope);
 
-        using var q = _accelerator.Allocate1D(qHost);
-        using var k = _accelerator.Allocate1D(kHost);
-        using var v = _accelerator.Allocate1D(vHost);
-        using var dO = _accelerator.Allocate1D(dOHost);
-        using var o = Poisoned(qHost.Length);
-        using var dq = Poisoned(qHost.Length);
-        using var dk = Poisoned(qHost.Length);
-        using var dv = Poisoned(qHost.Length);
+        using var q = accelerator.Allocate1D(qHost);
+        using var k = accelerator.Allocate1D(kHost);
+        using var v = accelerator.Allocate1D(vHost);
+        using var dO = accelerator.Allocate1D(dOHost);
+        using var o = Poisoned(accelerator, qHost.Length);
+        using var dq = Poisoned(accelerator, qHost.Length);
+        using var dk = Poisoned(accelerator, qHost.Length);
+        using var dv = Poisoned(accelerator, qHost.Length);
 
-        _attention.Forward(q.View, k.View, v.View, o.View, batch, heads, headDim, layout, rope, Rope3d.DefaultTheta);
-        _accelerator.Synchronize();
+        attention.Forward(q.View, k.View, v.View, o.View, batch, heads, headDim, layout, rope, Rope3d.DefaultTheta);
+        accelerator.Synchronize();
         AssertClose("o", o.GetAsArray1D(), oExpected);
 
-        _attention.Backward(q.View, k.View, v.View, dO.View, dq.View, dk.View, dv.View, batch, heads, headDim, layout, rope,
+        attention.Backward(q.View, k.View, v.View, dO.View, dq.View, dk.View, dv.View, batch, heads, headDim, layout, rope,
             Rope3d.DefaultTheta);
-        _accelerator.Synchronize();
+        accelerator.Synchronize();
         AssertClose("dq", dq.GetAsArray1D(), dqExpected);
         AssertClose("dk", dk.GetAsArray1D(), dkExpected);
         AssertClose("dv", dv.GetAsArray1D(), dvExpected);
@@ -110,8 +133,8 @@ public class IlgpuWindowAttentionTests
         using var k = _accelerator.Allocate1D(kHost);
         using var v = _accelerator.Allocate1D(vHost);
         using var dO = _accelerator.Allocate1D(dOHost);
-        using var grad = Poisoned(qHost.Length);
-        using var canary = Poisoned(qHost.Length);
+        using var grad = Poisoned(_accelerator, qHost.Length);
+        using var canary = Poisoned(_accelerator, qHost.Length);
 
         // dv only (dq, dk empty).
         _attention.Backward(q.View, k.View, v.View, dO.View, default, canary.View.SubView(0, 0), grad.View, batch, heads, headDim,
@@ -141,6 +164,43 @@ public class IlgpuWindowAttentionTests
             _attention.Forward(odd.View, odd.View, odd.View, odd.View, 1, 1, 7, layout, true, Rope3d.DefaultTheta));
     }
 
+    /// <summary>
+    /// The kernels compile for CUDA (PTX, sm_90) on a plain context, without EnableAlgorithms or libdevice, and keep
+    /// everything in registers and shared memory (no .local spills). Needs no GPU: only ILGPU's PTX code generator runs.
+    /// </summary>
+    [Test]
+    public void KernelsCompileToPtxWithoutAlgorithmsOrLocalMemory()
+    {
+        using var context = Context.Create(builder => builder.Default().Optimize(OptimizationLevel.O2));
+        var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
+            CudaInstructionSet.ISA_80, null!);
+        var kernels = typeof(IlgpuWindowAttentionKernels);
+        foreach (string name in new[] { "Forward", "KeyValueGrad", "QueryGrad" })
+        {
+            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(kernels.GetMethod(name)!);
+            var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+            Assert.That(compiled.PTXAssembly, Does.Contain("__dyn_shared_alloca"), name);
+            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), name);
+        }
+        var rowDot = EntryPointDescription.FromImplicitlyGroupedKernel(kernels.GetMethod("RowDot")!);
+        Assert.That(((PTXCompiledKernel)backend.Compile(rowDot, KernelSpecialization.Empty)).PTXAssembly, Is.Not.Empty);
+    }
+
+    [Test]
+    public void KernelExpMatchesMathExp()
+    {
+        double worst = 0;
+        for (double x = -90; x <= 5; x += 0.001953125)
+        {
+            double expected = Math.Exp((float)x), actual = IlgpuWindowAttentionKernels.Exp((float)x);
+            if (expected < 1e-37) Assert.That(actual, Is.LessThan(2e-37), $"x={x}");
+            else worst = Math.Max(worst, Math.Abs(actual - expected) / expected);
+        }
+        Assert.That(worst, Is.LessThan(3e-7), "max relative error of the kernels' exp");
+        Assert.That(IlgpuWindowAttentionKernels.Exp(float.NegativeInfinity), Is.EqualTo(0f));
+        Assert.That(IlgpuWindowAttentionKernels.Exp(0f), Is.EqualTo(1f));
+    }
+
     [Test]
     public void TilesFitTheSharedMemoryBudget()
     {
@@ -156,11 +216,11 @@ public class IlgpuWindowAttentionTests
         Assert.That(IlgpuWindowAttention.ForwardTiles(128), Is.EqualTo((32, 16)));
     }
 
-    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(int length)
+    private static MemoryBuffer1D<float, Stride1D.Dense> Poisoned(Accelerator accelerator, int length)
     {
         var host = new float[length];
         Array.Fill(host, float.NaN);
-        return _accelerator.Allocate1D(host);
+        return accelerator.Allocate1D(host);
     }
 
     private static (float[] Host, RefTensor Reference) RandomTensor(Random random, int[] shape)
@@ -186,6 +246,7 @@ public class IlgpuWindowAttentionTests
             double diff = Math.Abs(actual[i] - expected.Data[i]);
             if (!(diff <= maxDiff)) (maxDiff, worst) = (double.IsNaN(diff) ? double.PositiveInfinity : diff, i);
         }
+        TestContext.Out.WriteLine($"{name}: relative error {maxDiff / Math.Max(maxRef, 1e-30):G3}");
         Assert.That(maxDiff, Is.LessThanOrEqualTo(Tolerance * Math.Max(maxRef, 1e-30)),
             $"{name}: max |diff| {maxDiff:G3} at {worst} (got {(worst >= 0 ? actual[worst] : 0)}, expected " +
             $"{(worst >= 0 ? expected.Data[worst] : 0)}), max |ref| {maxRef:G3}");
