@@ -138,8 +138,10 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBS = BN / 8, NBO = D / 8;
     extern __shared__ float4 smem4[];
     ug_bf16* sQ = reinterpret_cast<ug_bf16*>(smem4);
-    ug_bf16* sK[2] = {sQ + BM * LD, sQ + (BM + BN) * LD};
-    ug_bf16* sV[2] = {sQ + (BM + 2 * BN) * LD, sQ + (BM + 3 * BN) * LD};
+    // Stage st (0 or 1): K at sQ + (BM + st·BN)·LD, V at sQ + (BM + (2 + st)·BN)·LD (arithmetic, not a pointer array
+    // indexed at run time, which would live in local memory).
+    auto sK = [&](int st) { return sQ + (BM + st * BN) * LD; };
+    auto sV = [&](int st) { return sQ + (BM + (2 + st) * BN) * LD; };
 
     const int window = blockIdx.y / heads, head = blockIdx.y - window * heads;
     const UgAttnSlice s = ug_attn_slice(layout, window, blockIdx.z, head, heads, D);
@@ -157,8 +159,8 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
     __syncthreads();
     ug_issue_tile_bf16<D, THREADS>(sQ, q, qRows, BM);
     ug_cp_async_commit();
-    ug_issue_tile_bf16<D, THREADS>(sK[0], k, kRows[0], BN);
-    ug_issue_tile_bf16<D, THREADS>(sV[0], v, kRows[0], BN);
+    ug_issue_tile_bf16<D, THREADS>(sK(0), k, kRows[0], BN);
+    ug_issue_tile_bf16<D, THREADS>(sV(0), v, kRows[0], BN);
     ug_cp_async_commit();
     ug_cp_async_wait<1>();
     if (rotate) ug_rotate_tile_bf16<D, THREADS>(sQ, qRows, BM, rope);
@@ -180,14 +182,14 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
             // Stage buf^1 was last read in iteration j−1; this barrier also publishes kRows[buf^1].
             ug_fill_tile_rows(kRows[buf ^ 1], BN, layout, s, kStart + BN);
             __syncthreads();
-            ug_issue_tile_bf16<D, THREADS>(sK[buf ^ 1], k, kRows[buf ^ 1], BN);
-            ug_issue_tile_bf16<D, THREADS>(sV[buf ^ 1], v, kRows[buf ^ 1], BN);
+            ug_issue_tile_bf16<D, THREADS>(sK(buf ^ 1), k, kRows[buf ^ 1], BN);
+            ug_issue_tile_bf16<D, THREADS>(sV(buf ^ 1), v, kRows[buf ^ 1], BN);
             ug_cp_async_commit();
             ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
         } else {
             ug_cp_async_wait<0>();
         }
-        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK[buf], kRows[buf], BN, rope);
+        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK(buf), kRows[buf], BN, rope);
         __syncthreads();  // tile j complete and rotated for every warp
 
         // S = Q·Kᵀ: 16 × 64 per warp.
@@ -199,7 +201,7 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
 #pragma unroll
             for (int nb2 = 0; nb2 < NBS / 2; ++nb2) {
                 uint32_t b[4];
-                ug_ldmatrix_x4(b, ug_frag_bt_addr(sK[buf], LD, nb2 * 16, ks * 16, lane));
+                ug_ldmatrix_x4(b, ug_frag_bt_addr(sK(buf), LD, nb2 * 16, ks * 16, lane));
                 ug_mma_bf16(sc[2 * nb2], qf[ks], b[0], b[1]);
                 ug_mma_bf16(sc[2 * nb2 + 1], qf[ks], b[2], b[3]);
             }
@@ -255,7 +257,7 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
 #pragma unroll
             for (int nd2 = 0; nd2 < NBO / 2; ++nd2) {
                 uint32_t b[4];
-                ug_ldmatrix_x4_trans(b, ug_frag_b_trans_addr(sV[buf], LD, kk * 16, nd2 * 16, lane));
+                ug_ldmatrix_x4_trans(b, ug_frag_b_trans_addr(sV(buf), LD, kk * 16, nd2 * 16, lane));
                 ug_mma_bf16(acc[2 * nd2], pf[kk], b[0], b[1]);
                 ug_mma_bf16(acc[2 * nd2 + 1], pf[kk], b[2], b[3]);
             }
