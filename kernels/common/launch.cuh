@@ -109,7 +109,8 @@ UG_HD unsigned ug_row_blocks(long long rows) { return (unsigned)ug_cdiv(rows, UG
 UG_HD int ug_red_splits(long long rows) {
     long long s = ug_cdiv(rows, 256);
     if (s < 1) s = 1;
-    return (int)(s > UG_RED_MAX_SPLITS ? UG_RED_MAX_SPLITS : s);
+    const long long maxSplits = UG_RED_MAX_SPLITS;
+    return (int)(s > maxSplits ? maxSplits : s);
 }
 
 // Rows [begin, end) of split s when `rows` rows are cut into `splits` chunks.

@@ -36,6 +36,15 @@ UG_HD UgRange ug_split(int size, int n, int k) {
     return r;
 }
 
+// The multiple of n nearest to x, the lower one on a tie, n where that would be 0 (WindowLayout.ClosestDivisible; the
+// reference's closest_divisible): the resized side of the checkpoint-compatible mode (68 → 70 for n = 5).
+UG_HD int ug_closest_divisible(int x, int n) {
+    const int lower = x / n * n;
+    const int below = x - lower, above = n - below;
+    const long long result = below <= above ? lower : (long long)lower + n;
+    return result == 0 ? n : (int)result;
+}
+
 UG_HD int ug_window_count(const WindowLayoutParams& l) { return l.windowsPerSide * l.windowsPerSide; }
 
 UG_HD int ug_max_window_rows(const WindowLayoutParams& l) { return (l.H + l.windowsPerSide - 1) / l.windowsPerSide; }
