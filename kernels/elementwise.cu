@@ -4,6 +4,8 @@
 // 1-D kernels: grid-stride loops, 4 elements per thread per step as one float4 when every pointer is 16-byte aligned,
 // scalar otherwise (and for the tail). Launch: block 256 (UG_EW_THREADS), grid ug_ew_blocks(n), no smem.
 // Gate reductions: block (32, 8), grid (⌈D/32⌉, splits, B), writes partials that column_sum_f32 adds up.
+// __launch_bounds__(256, 4) on the 1-D kernels: without the minimum-blocks hint ptxas (11.8) squeezed silu_bwd_f32 into
+// 32 registers with a 4-byte spill; with it every kernel here compiles spill-free (sm_80 and sm_90).
 #include "common/abi.cuh"
 #include "common/launch.cuh"
 #include <stdint.h>
@@ -37,7 +39,7 @@ struct SiluFwd {
 struct SiluBwd {
     __device__ float operator()(float x, float dy) const {
         const float s = sigmoid_f(x);
-        return dy * s * fmaf(x, 1.f - s, 1.f);
+        return dy * s * (1.f + x * (1.f - s));
     }
 };
 struct SigmoidFwd {
@@ -98,24 +100,24 @@ __device__ __forceinline__ void map2(const float* __restrict__ a, const float* _
 // silu_fwd_f32 / silu_bwd_f32, sigmoid_fwd_f32 / sigmoid_bwd_f32: same parameter lists
 //   n: element count (64-bit). Launch: block 256, grid ug_ew_blocks(n), no smem.
 // ------------------------------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS) add_f32(const float* a, const float* b, float* y, long long n) {
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4) add_f32(const float* a, const float* b, float* y, long long n) {
     map2(a, b, y, n, Add());
 }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 gelu_tanh_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) { map1(x, y, n, GeluTanhFwd()); }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 gelu_tanh_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n) {
     map2(x, dy, dx, n, GeluTanhBwd());
 }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 silu_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) { map1(x, y, n, SiluFwd()); }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 silu_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n) {
     map2(x, dy, dx, n, SiluBwd());
 }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 sigmoid_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) { map1(x, y, n, SigmoidFwd()); }
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 sigmoid_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n) {
     map2(x, dy, dx, n, SigmoidBwd());
 }
@@ -127,7 +129,7 @@ sigmoid_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float
 // gate_fusion_bwd_f32(alpha, beta, dz, dlocal, dhier, dglob, batch, tokens, dim)
 //   dlocal = dz·α·β, dhier = dz·α·(1−β), dglob = dz·(1−α); any output may be null (skipped). Same launch.
 // ------------------------------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 gate_fusion_fwd_f32(const float* __restrict__ local, const float* __restrict__ hier, const float* __restrict__ glob,
                     const float* __restrict__ alpha, const float* __restrict__ beta, float* __restrict__ z, int batch,
                     long long tokens, int dim) {
@@ -140,7 +142,7 @@ gate_fusion_fwd_f32(const float* __restrict__ local, const float* __restrict__ h
     }
 }
 
-extern "C" __global__ void __launch_bounds__(UG_EW_THREADS)
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
 gate_fusion_bwd_f32(const float* __restrict__ alpha, const float* __restrict__ beta, const float* __restrict__ dz,
                     float* __restrict__ dlocal, float* __restrict__ dhier, float* __restrict__ dglob, int batch,
                     long long tokens, int dim) {
