@@ -38,6 +38,7 @@ public sealed class CudaBackend : KernelBackend
     {
         [NormsLauncher.Module] = [ElementwiseLauncher.Module],
         [SpatialLauncher.Module] = [ElementwiseLauncher.Module],
+        [WindowAttentionLauncher.Module] = [WindowAttentionLauncher.BackwardModule],
     };
 
     private readonly CudaDevice _device;
@@ -160,7 +161,7 @@ public sealed class CudaBackend : KernelBackend
         else _convert.Convert(source.DType, destination.DType, Ptr(source), Ptr(destination), source.ElementCount);
     }
 
-    // ---- cached constant buffers (ones for GEMM bias tricks and norms without affine, zeros for absent biases, RoPE tables) ----
+    // ---- cached constant buffers (ones for the GEMM bias tricks, RoPE tables) ----
 
     private IntPtr Constant(string kind, long count, double theta, int extra, Func<float[]> values)
     {
@@ -180,8 +181,6 @@ public sealed class CudaBackend : KernelBackend
 
     private IntPtr Ones(long count) => Constant("ones", count, 0, 0, () => Enumerable.Repeat(1f, checked((int)count)).ToArray());
 
-    private IntPtr Zeros(long count) => Constant("zeros", count, 0, 0, () => new float[checked((int)count)]);
-
     private RopeParams Rope(OpParams parameters, int headDim, WindowLayoutParams layout)
     {
         if (!parameters.GetBool("rope", true)) return RopeParams.Disabled;
@@ -195,7 +194,7 @@ public sealed class CudaBackend : KernelBackend
 
     private static int LastDim(Tensor x) => x.Dim(-1);
 
-    private static int Rows(Tensor x) => LaunchContext.Count(x.ElementCount / LastDim(x), "rows");
+    private static long Rows(Tensor x) => x.ElementCount / LastDim(x);
 
     private WindowAttentionLauncher.Shape AttentionShape(Tensor q, OpParams parameters)
     {
@@ -210,8 +209,7 @@ public sealed class CudaBackend : KernelBackend
         var shape = AttentionShape(inputs["q"], parameters);
         if (WindowAttentionLauncher.Limitation(shape.HeadDim) is not null) return false;
         _device.MakeCurrent();
-        using var lse = _context.Scratch(shape.Rows * 4);
-        _attention.Forward(DType.BF16, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(outputs["o"]), lse.Pointer, shape,
+        _attention.Forward(DType.BF16, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(outputs["o"]), IntPtr.Zero, shape,
             Rope(parameters, shape.HeadDim, shape.Layout));
         return true;
     }
@@ -276,8 +274,7 @@ public sealed class CudaBackend : KernelBackend
             {
                 var x = inputs["x"];
                 int dim = LastDim(x);
-                _norms.LayerNormForward(Ptr(x), inputs.TryGetValue("weight", out var w) ? Ptr(w) : Ones(dim),
-                    inputs.TryGetValue("bias", out var b) ? Ptr(b) : Zeros(dim), Ptr(y), Rows(x), dim,
+                _norms.LayerNormForward(Ptr(x), PtrOrZero(inputs.GetValueOrDefault("weight")), PtrOrZero(inputs.GetValueOrDefault("bias")), Ptr(y), Rows(x), dim,
                     (float)parameters.GetDouble("eps", LayerNormOp.DefaultEps));
                 break;
             }
@@ -290,14 +287,14 @@ public sealed class CudaBackend : KernelBackend
             case "depthwise_conv2d":
             {
                 var (x, w) = (inputs["x"], inputs["weight"]);
-                _spatial.DepthwiseConv2dForward(Ptr(x), Ptr(w), inputs.TryGetValue("bias", out var b) ? Ptr(b) : Zeros(x.Dim(4)), Ptr(y),
+                _spatial.DepthwiseConv2dForward(Ptr(x), Ptr(w), PtrOrZero(inputs.GetValueOrDefault("bias")), Ptr(y),
                     VideoDims.Of(x), w.Dim(2), w.Dim(3));
                 break;
             }
             case "depthwise_conv3d":
             {
                 var (x, w) = (inputs["x"], inputs["weight"]);
-                _spatial.DepthwiseConv3dForward(Ptr(x), Ptr(w), inputs.TryGetValue("bias", out var b) ? Ptr(b) : Zeros(x.Dim(4)), Ptr(y),
+                _spatial.DepthwiseConv3dForward(Ptr(x), Ptr(w), PtrOrZero(inputs.GetValueOrDefault("bias")), Ptr(y),
                     VideoDims.Of(x), w.Dim(2), w.Dim(3), w.Dim(4));
                 break;
             }
@@ -310,8 +307,7 @@ public sealed class CudaBackend : KernelBackend
             case "window_attention":
             {
                 var shape = AttentionShape(inputs["q"], parameters);
-                using var lse = _context.Scratch(shape.Rows * 4);
-                _attention.Forward(DType.F32, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(y), lse.Pointer, shape,
+                _attention.Forward(DType.F32, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(y), IntPtr.Zero, shape,
                     Rope(parameters, shape.HeadDim, shape.Layout));
                 break;
             }
@@ -341,25 +337,8 @@ public sealed class CudaBackend : KernelBackend
             case "gate_fusion":
             {
                 var local = inputs["local"];
-                int batch = local.Dim(0), tokens = local.Dim(1), dim = local.Dim(2);
-                var scratch = new List<CudaStorage>();
-                try
-                {
-                    IntPtr Wanted(string name, long elements)
-                    {
-                        if (inputGradients.TryGetValue(name, out var t)) return Ptr(t);
-                        var s = _context.Scratch(4 * elements);
-                        scratch.Add(s);
-                        return s.Pointer;
-                    }
-                    long big = local.ElementCount, gate = (long)batch * dim;
-                    _elementwise.GateFusionBackward(Ptr(local), Ptr(inputs["hier"]), Ptr(inputs["glob"]), Ptr(inputs["alpha"]), Ptr(inputs["beta"]), Ptr(dy),
-                        Wanted("local", big), Wanted("hier", big), Wanted("glob", big), Wanted("alpha", gate), Wanted("beta", gate), batch, tokens, dim);
-                }
-                finally
-                {
-                    foreach (var s in scratch) s.Dispose();
-                }
+                _elementwise.GateFusionBackward(Ptr(local), Ptr(inputs["hier"]), Ptr(inputs["glob"]), Ptr(inputs["alpha"]), Ptr(inputs["beta"]), Ptr(dy),
+                    Grad("local"), Grad("hier"), Grad("glob"), Grad("alpha"), Grad("beta"), local.Dim(0), local.Dim(1), local.Dim(2));
                 break;
             }
             case "rms_norm":
@@ -370,7 +349,7 @@ public sealed class CudaBackend : KernelBackend
             {
                 var x = inputs["x"];
                 int dim = LastDim(x);
-                _norms.LayerNormBackward(Ptr(x), inputs.TryGetValue("weight", out var w) ? Ptr(w) : Ones(dim), Ptr(dy), Grad("x"), Grad("weight"), Grad("bias"),
+                _norms.LayerNormBackward(Ptr(x), PtrOrZero(inputs.GetValueOrDefault("weight")), Ptr(dy), Grad("x"), Grad("weight"), Grad("bias"),
                     Rows(x), dim, (float)parameters.GetDouble("eps", LayerNormOp.DefaultEps));
                 break;
             }
@@ -416,7 +395,7 @@ public sealed class CudaBackend : KernelBackend
 
     private void LinearForward(Tensor x, Tensor weight, Tensor? bias, Tensor y)
     {
-        int outFeatures = weight.Dim(0), inFeatures = weight.Dim(1), rows = Rows(x);
+        int outFeatures = weight.Dim(0), inFeatures = weight.Dim(1), rows = LaunchContext.Count(Rows(x), "linear rows (cuBLAS int)");
         var blas = _cublas.Value;
         blas.Gemm(GemmCall.LinearForward(rows, inFeatures, outFeatures), Ptr(x), Ptr(weight), Ptr(y), what: "linear y = x·Wᵀ");
         // y += 1·bᵀ: the bias broadcast over rows as a rank-1 GEMM (k = 1) accumulating into y (beta = 1).
@@ -426,7 +405,7 @@ public sealed class CudaBackend : KernelBackend
 
     private void LinearBackward(Tensor x, Tensor weight, Tensor dy, Tensor? dx, Tensor? dWeight, Tensor? dBias)
     {
-        int outFeatures = weight.Dim(0), inFeatures = weight.Dim(1), rows = Rows(x);
+        int outFeatures = weight.Dim(0), inFeatures = weight.Dim(1), rows = LaunchContext.Count(Rows(x), "linear rows (cuBLAS int)");
         var blas = _cublas.Value;
         if (dx is not null) blas.Gemm(GemmCall.LinearBackwardInput(rows, inFeatures, outFeatures), Ptr(dy), Ptr(weight), Ptr(dx), what: "linear dx = dy·W");
         if (dWeight is not null) blas.Gemm(GemmCall.LinearBackwardWeight(rows, inFeatures, outFeatures), Ptr(dy), Ptr(x), Ptr(dWeight), what: "linear dW = dyᵀ·x");

@@ -5,10 +5,10 @@ using UltraGen.Cuda.Interop;
 namespace UltraGen.Cuda.Launchers;
 
 /// <summary>
-/// Typed launcher of module <c>convert</c> (kernels/convert.cu): dtype conversions, round to nearest even, NaN kept; 1-D grid.
+/// Typed launcher of module <c>convert</c> (kernels/convert.cu), parameters as in kernels/ABI.md: dtype conversions, round to nearest even, NaN kept; 1-D grid.
 /// <code>
-/// f32_to_bf16(const float* x, uint16_t* y, int n)     bf16_to_f32(const uint16_t* x, float* y, int n)
-/// f32_to_f16(const float* x, uint16_t* y, int n)      f16_to_f32(const uint16_t* x, float* y, int n)
+/// f32_to_bf16(const float* x, ushort* y, long long n)     bf16_to_f32(const ushort* x, float* y, long long n)
+/// f32_to_f16(const float* x, ushort* y, long long n)      f16_to_f32(const ushort* x, float* y, long long n)
 /// </code>
 /// bf16 ↔ f16 goes through an f32 temporary.
 /// </summary>
@@ -32,7 +32,7 @@ public sealed class ConvertLauncher(LaunchContext context)
         if (EntryPoint(from, to) is { } direct)
         {
             context.Launch(Module, direct, new Dim3(ElementwiseBlocks(n)), new Dim3(ElementwiseThreads),
-                new KernelArgs().Ptr(x).Ptr(y).Int(LaunchContext.Count(n, direct)));
+                new KernelArgs().Ptr(x).Ptr(y).Add(n));
             return;
         }
         if (from == DType.F64 || to == DType.F64)

@@ -77,6 +77,12 @@ public static class LaunchGeometry
 
     public static Dim3 ReductionBlock => new(ReductionTx, ReductionTy);
 
+    /// <summary>column_sum_f32: block 256, grid (⌈cols/256⌉, batches).</summary>
+    public static Dim3 ColumnSumGrid(long columns, int batches) => new(checked((int)CeilDiv(columns, 256)), batches);
+
+    /// <summary>timestep_embedding_fwd_f32: one thread per (b, j) of the B·dim/2 (cos, sin) pairs, block 256.</summary>
+    public static Dim3 TimestepForwardGrid(int batch, int dim) => new(checked((int)Math.Max(1, CeilDiv((long)batch * (dim / 2), 256))));
+
     // ---- RoPE table (rope.cuh) ----
 
     /// <summary>ug_rope_min_positions: max(T, ⌈H/n⌉, ⌈W/n⌉).</summary>

@@ -4,11 +4,10 @@ using UltraGen.Cuda.Interop;
 namespace UltraGen.Cuda.Launchers;
 
 /// <summary>
-/// Typed launcher of module <c>timestep</c> (kernels/timestep.cu): the forward is 1-D over the B·dim outputs; the backward
-/// reduces each row to dt with one warp per row (<see cref="RowBlocks"/>).
+/// Typed launcher of module <c>timestep</c> (kernels/timestep.cu), parameters in the order of kernels/ABI.md.
 /// <code>
-/// timestep_embedding_fwd_f32(const float* t, float* embedding, int batch, int dim)
-/// timestep_embedding_bwd_f32(const float* t, const float* dEmbedding, float* dt, int batch, int dim)
+/// timestep_embedding_fwd_f32(const float* t, float* y, int batch, int dim)              block 256, grid ⌈B·dim/2 / 256⌉
+/// timestep_embedding_bwd_f32(const float* t, const float* dy, float* dt, int batch, int dim)   block 256, grid ⌈B / 8⌉
 /// </code>
 /// </summary>
 public sealed class TimestepLauncher(LaunchContext context)
@@ -16,7 +15,7 @@ public sealed class TimestepLauncher(LaunchContext context)
     public const string Module = "timestep";
 
     public void Forward(IntPtr t, IntPtr embedding, int batch, int dim) =>
-        context.Launch(Module, "timestep_embedding_fwd_f32", new Dim3(ElementwiseBlocks((long)batch * dim)), new Dim3(ElementwiseThreads),
+        context.Launch(Module, "timestep_embedding_fwd_f32", TimestepForwardGrid(batch, dim), new Dim3(256),
             new KernelArgs().Ptr(t).Ptr(embedding).Int(batch).Int(dim));
 
     public void Backward(IntPtr t, IntPtr dEmbedding, IntPtr dt, int batch, int dim) =>

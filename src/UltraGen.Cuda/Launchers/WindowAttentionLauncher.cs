@@ -5,25 +5,27 @@ using static UltraGen.Cuda.Launchers.LaunchGeometry;
 namespace UltraGen.Cuda.Launchers;
 
 /// <summary>
-/// Typed launcher of module <c>window_attention</c> (kernels/attention/window_attention*.cu): flash-style attention over a
-/// <see cref="WindowLayoutParams"/>, online softmax with fp32 accumulation, window-local RoPE applied while tiles load.
-/// Tensors are channels-last (B, T, H, W, heads·headDim); <c>T</c> is float (<c>_f32</c>) or bf16 bits (<c>_bf16</c>, mma.sync
-/// m16n8k16, sm_80+); lse and delta are float, (B·T·H·W·heads). Grid <see cref="AttentionGrid"/> = (tiles over the largest
-/// window, windows·heads, batch), 128 threads, dynamic shared memory from <c>launch.cuh</c>.
+/// Typed launcher of modules <c>window_attention</c> (forward) and <c>window_attention_bwd</c> (kernels/attention/), parameters
+/// in the order of kernels/ABI.md: flash-style attention over a <see cref="WindowLayoutParams"/>, online softmax with fp32
+/// accumulation, window-local RoPE from the host-built cos/sin table. Tensors are channels-last (B, T, H, W, heads·headDim);
+/// <c>T</c> is float (<c>_f32</c>) or bf16 bits (<c>_bf16</c>, mma.sync m16n8k16, sm_80+); lse and delta are f32
+/// (B, heads, T·H·W). Grid <see cref="AttentionGrid"/> = (tiles over the largest window, windows·heads, batch), block 128,
+/// dynamic shared memory from <c>launch.cuh</c> (set on the function first when above 48 KiB).
 /// <code>
-/// window_attention_fwd_{f32,bf16}(const T* q, const T* k, const T* v, T* o, float* lse,
-///     int batch, int heads, int headDim, WindowLayoutParams layout, RopeParams rope, float scale)
-/// window_attention_bwd_preprocess_{f32,bf16}(const T* o, const T* dO, float* delta, int rows, int headDim)   // rows = B·N·heads
+/// window_attention_fwd_{f32,bf16}(const T* q, const T* k, const T* v, T* o, float* lse (nullable),
+///     WindowLayoutParams layout, RopeParams rope, int batch, int heads, int headDim, float scale)
+/// window_attention_bwd_preprocess_{f32,bf16}(const T* o, const T* dO, float* delta, int batch, long long tokens, int heads, int headDim)
 /// window_attention_bwd_dkdv_{f32,bf16}(const T* q, const T* k, const T* v, const T* dO, const float* lse, const float* delta,
-///     T* dk, T* dv, int batch, int heads, int headDim, WindowLayoutParams layout, RopeParams rope, float scale)
+///     T* dk, T* dv, WindowLayoutParams layout, RopeParams rope, int batch, int heads, int headDim, float scale)
 /// window_attention_bwd_dq_{f32,bf16}(const T* q, const T* k, const T* v, const T* dO, const float* lse, const float* delta,
-///     T* dq, int batch, int heads, int headDim, WindowLayoutParams layout, RopeParams rope, float scale)
+///     T* dq, WindowLayoutParams layout, RopeParams rope, int batch, int heads, int headDim, float scale)
 /// </code>
 /// The backward recomputes the forward (o, lse) first: the op's backward receives only q, k, v and dO.
 /// </summary>
 public sealed class WindowAttentionLauncher(LaunchContext context)
 {
     public const string Module = "window_attention";
+    public const string BackwardModule = "window_attention_bwd";
 
     public readonly record struct Shape(int Batch, int Heads, int HeadDim, WindowLayoutParams Layout)
     {
@@ -47,12 +49,12 @@ public sealed class WindowAttentionLauncher(LaunchContext context)
     private static void Require(Shape s)
     {
         if (Limitation(s.HeadDim) is { } reason) throw new UnsupportedConfigurationException(reason);
-        LaunchContext.Count(s.Elements, "window_attention");
     }
 
     private static KernelArgs Tail(KernelArgs args, Shape s, RopeParams rope) =>
-        args.Int(s.Batch).Int(s.Heads).Int(s.HeadDim).Add(s.Layout).Add(rope).Float(s.Scale);
+        args.Add(s.Layout).Add(rope).Int(s.Batch).Int(s.Heads).Int(s.HeadDim).Float(s.Scale);
 
+    /// <summary>o (and lse when <paramref name="lse"/> is not zero).</summary>
     public void Forward(DType dtype, IntPtr q, IntPtr k, IntPtr v, IntPtr o, IntPtr lse, Shape s, RopeParams rope)
     {
         Require(s);
@@ -74,14 +76,14 @@ public sealed class WindowAttentionLauncher(LaunchContext context)
         using var lse = context.Scratch(s.Rows * 4);
         using var delta = context.Scratch(s.Rows * 4);
         Forward(dtype, q, k, v, o.Pointer, lse.Pointer, s, rope);
-        context.Launch(Module, $"window_attention_bwd_preprocess_{suffix}", AttentionPreprocessGrid(s.Rows), new Dim3(256),
-            new KernelArgs().Ptr(o.Pointer).Ptr(dO).Ptr(delta.Pointer).Int(LaunchContext.Count(s.Rows, "window_attention rows")).Int(s.HeadDim));
+        context.Launch(BackwardModule, $"window_attention_bwd_preprocess_{suffix}", AttentionPreprocessGrid(s.Rows), new Dim3(256),
+            new KernelArgs().Ptr(o.Pointer).Ptr(dO).Ptr(delta.Pointer).Int(s.Batch).Add(s.Tokens).Int(s.Heads).Int(s.HeadDim));
         int kvBlock = bf16 ? AttentionBf16BlockN : AttentionF32Block;
-        context.Launch(Module, $"window_attention_bwd_dkdv_{suffix}", AttentionGrid(s.Layout, s.Heads, s.Batch, kvBlock), new Dim3(AttentionThreads),
+        context.Launch(BackwardModule, $"window_attention_bwd_dkdv_{suffix}", AttentionGrid(s.Layout, s.Heads, s.Batch, kvBlock), new Dim3(AttentionThreads),
             Tail(new KernelArgs().Ptr(q).Ptr(k).Ptr(v).Ptr(dO).Ptr(lse.Pointer).Ptr(delta.Pointer).Ptr(dk).Ptr(dv), s, rope),
             bf16 ? AttentionBf16DkdvSmem(s.HeadDim) : AttentionF32DkdvSmem(s.HeadDim));
         int qBlock = bf16 ? AttentionBf16BlockM : AttentionF32Block;
-        context.Launch(Module, $"window_attention_bwd_dq_{suffix}", AttentionGrid(s.Layout, s.Heads, s.Batch, qBlock), new Dim3(AttentionThreads),
+        context.Launch(BackwardModule, $"window_attention_bwd_dq_{suffix}", AttentionGrid(s.Layout, s.Heads, s.Batch, qBlock), new Dim3(AttentionThreads),
             Tail(new KernelArgs().Ptr(q).Ptr(k).Ptr(v).Ptr(dO).Ptr(lse.Pointer).Ptr(delta.Pointer).Ptr(dq), s, rope),
             bf16 ? AttentionBf16DqSmem(s.HeadDim) : AttentionF32DqSmem(s.HeadDim));
     }

@@ -320,6 +320,12 @@ public class CudaBackendTests
         Assert.That(LaunchGeometry.ReductionBlock, Is.EqualTo(new Dim3(32, 8)));
         Assert.That(LaunchGeometry.ReductionSplitBegin(10, 3, 1), Is.EqualTo(3));
         Assert.That(LaunchGeometry.AttentionPreprocessGrid(17), Is.EqualTo(new Dim3(3)));
+        Assert.That(LaunchGeometry.ColumnSumGrid(257, 2), Is.EqualTo(new Dim3(2, 2)));
+        Assert.That(LaunchGeometry.TimestepForwardGrid(batch: 3, dim: 256), Is.EqualTo(new Dim3(2)));   // ⌈3·128 / 256⌉
+        Assert.That(SpatialLauncher.Conv2dLimitation(4, 4), Is.Null);
+        Assert.That(SpatialLauncher.Conv2dLimitation(5, 1), Does.Contain("1 ≤ kh, kw ≤ 4"));
+        Assert.That(SpatialLauncher.Conv3dLimitation(3, 3, 3), Is.Null);
+        Assert.That(SpatialLauncher.Conv3dLimitation(1, 3, 3), Does.Contain("3×3×3"));
     }
 
     [Test]
@@ -346,7 +352,11 @@ public class CudaBackendTests
         Assert.That(LaunchGeometry.AttentionF32ForwardSmem(128), Is.EqualTo(53_632));                     // > 48 KiB: opt-in
         Assert.That(LaunchGeometry.AttentionF32DkdvSmem(64), Is.EqualTo(41_472));
         Assert.That(LaunchGeometry.AttentionF32DqSmem(64), Is.EqualTo(37_376));
+        Assert.That(LaunchGeometry.AttentionBf16ForwardSmem(64), Is.EqualTo(46_080));
         Assert.That(LaunchGeometry.AttentionBf16ForwardSmem(128), Is.EqualTo(87_040));
+        Assert.That(LaunchGeometry.AttentionF32DkdvSmem(128), Is.EqualTo(74_240));
+        Assert.That(LaunchGeometry.AttentionF32DqSmem(128), Is.EqualTo(70_144));
+        Assert.That(LaunchGeometry.AttentionBf16DqSmem(128), Is.EqualTo(69_632));
         Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(64), Is.EqualTo(36_864));
         Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(128), Is.EqualTo(52_224));
         Assert.That(LaunchGeometry.AttentionBf16DqSmem(64), Is.EqualTo(36_864));
