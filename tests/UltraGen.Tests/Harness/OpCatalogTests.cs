@@ -47,12 +47,22 @@ public class OpCatalogTests
         return probe.Backend;
     }
 
+    /// <summary>
+    /// A limit only a shape reveals (Supports sees op and dtype, not for example the head dim: the cuda attention kernels
+    /// take head dims 64 and 128) is a skip with the backend's reason, not a failure. Any other exception still fails.
+    /// </summary>
+    private static void SkipIfUnsupported(string backendName, Action check)
+    {
+        try { check(); }
+        catch (UnsupportedConfigurationException e) { Assert.Ignore($"backend '{backendName}' skips this shape: {e.Message}"); }
+    }
+
     [TestCaseSource(nameof(BackendCases))]
     public void Forward_matches_reference(string backendName, string opName, string caseName, DType dtype)
     {
         var (op, opCase) = Find(opName, caseName);
         using var backend = BackendOrSkip(backendName, op, dtype);
-        OpHarness.CheckForward(backend, op, opCase, dtype);
+        SkipIfUnsupported(backendName, () => OpHarness.CheckForward(backend, op, opCase, dtype));
     }
 
     [TestCaseSource(nameof(BackendCases))]
@@ -60,7 +70,7 @@ public class OpCatalogTests
     {
         var (op, opCase) = Find(opName, caseName);
         using var backend = BackendOrSkip(backendName, op, dtype);
-        OpHarness.CheckBackward(backend, op, opCase, dtype);
+        SkipIfUnsupported(backendName, () => OpHarness.CheckBackward(backend, op, opCase, dtype));
     }
 
     [TestCaseSource(nameof(GradientCases))]
