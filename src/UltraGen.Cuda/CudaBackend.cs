@@ -110,6 +110,29 @@ public sealed class CudaBackend : KernelBackend
         return null;
     }
 
+    /// <summary>
+    /// The kernels' shape limits for one case: attention head dims 64 and 128 (also inside the attention composites),
+    /// depthwise conv2d kernels up to 4×4, conv3d exactly 3×3×3.
+    /// </summary>
+    protected override string? CaseLimitation(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters)
+    {
+        switch (op.Name)
+        {
+            case "window_attention":
+                return WindowAttentionLauncher.Limitation(inputShapes["q"][4] / parameters.GetInt("heads"));
+            case "wan_self_attention":
+            case "ultragen_self_attention":
+                return WindowAttentionLauncher.Limitation(inputShapes["x"][2] / parameters.GetInt("heads"));
+            case "depthwise_conv2d":
+                return SpatialLauncher.Conv2dLimitation(inputShapes["weight"][2], inputShapes["weight"][3]);
+            case "depthwise_conv3d":
+                var w = inputShapes["weight"];
+                return SpatialLauncher.Conv3dLimitation(w[2], w[3], w[4]);
+            default:
+                return null;
+        }
+    }
+
     // ---- memory ----
 
     public override Tensor Allocate(DType dtype, int[] shape)

@@ -210,7 +210,7 @@ public static class OpsCommand
         var (backend, why) = SelectBackend(backendName, op, storage);
         using (backend)
         {
-            if (!backend.Supports(op, storage, out var reason))
+            if (!backend.SupportsCase(op, storage, OpRunner.ShapesOf(inputs), parameters, out var reason))
                 throw new UnsupportedConfigurationException($"backend '{backend.Name}' cannot run '{op.Name}' in {DTypes.Lower(storage)}: {reason}");
             Console.WriteLine($"backend: {backend.Name} — {why}");
             var timer = Stopwatch.StartNew();

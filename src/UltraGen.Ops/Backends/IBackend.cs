@@ -17,6 +17,13 @@ public interface IBackend : IDisposable
     /// <summary>Whether this backend implements <paramref name="op"/> for tensors stored as <paramref name="dtype"/>.</summary>
     bool Supports(Op op, DType dtype, out string? reason);
 
+    /// <summary>
+    /// Shape-dependent limits on top of <see cref="Supports"/> (for example the head dims a kernel family is compiled
+    /// for). The harness skips a case only when this says no; an exception while running always fails.
+    /// </summary>
+    bool SupportsCase(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters, out string? reason) =>
+        Supports(op, dtype, out reason);
+
     /// <summary>An uninitialised tensor in this backend's memory.</summary>
     Tensor Allocate(DType dtype, int[] shape);
 

@@ -67,6 +67,15 @@ public abstract class KernelBackend : IBackend
     /// <summary>Extra per-op limits of a backend (for example supported head dims); null when supported.</summary>
     protected virtual string? Limitation(Op op, DType dtype) => null;
 
+    /// <summary>Shape-dependent limits of a backend's kernels for one case (composites included); null when supported.</summary>
+    protected virtual string? CaseLimitation(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters) => null;
+
+    public bool SupportsCase(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters, out string? reason)
+    {
+        if (Supports(op, dtype, out reason)) reason = CaseLimitation(op, dtype, inputShapes, parameters);
+        return reason is null;
+    }
+
     public bool Supports(Op op, DType dtype, out string? reason)
     {
         if (!s_storageTypes.Contains(dtype))
