@@ -98,12 +98,14 @@ internal sealed class IlgpuDevice : IDisposable
 public sealed class IlgpuStorage : TensorStorage
 {
     private MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
+    private readonly IlgpuDevice _device;
     private readonly string _location;
 
-    internal IlgpuStorage(Accelerator accelerator, long byteCount, string location) : base(byteCount)
+    internal IlgpuStorage(IlgpuDevice device, long byteCount, string location) : base(byteCount)
     {
+        _device = device;
         // At least 4 bytes so every typed view of an empty tensor is still valid.
-        _buffer = accelerator.Allocate1D<byte>(Math.Max(4, (byteCount + 3) / 4 * 4));
+        _buffer = device.Accelerator.Allocate1D<byte>(Math.Max(4, (byteCount + 3) / 4 * 4));
         _location = location;
     }
 
@@ -115,10 +117,17 @@ public sealed class IlgpuStorage : TensorStorage
 
     public ArrayView<T> View<T>() where T : unmanaged => Bytes.Cast<T>();
 
+    /// <summary>Frees the buffer once the kernels queued before this call (which may still read it) have finished.</summary>
     public override void Dispose()
     {
-        _buffer?.Dispose();
-        _buffer = null;
+        if (_buffer is null) return;
+        lock (_device.Sync)
+        {
+            _device.Accelerator.Bind();
+            _device.Accelerator.Synchronize();
+            _buffer.Dispose();
+            _buffer = null;
+        }
     }
 }
 
@@ -159,7 +168,7 @@ public sealed class IlgpuBackend : KernelBackend
         lock (_device.Sync)
         {
             _device.Accelerator.Bind();
-            return new Tensor(dtype, shape, new IlgpuStorage(_device.Accelerator, bytes, Location));
+            return new Tensor(dtype, shape, new IlgpuStorage(_device, bytes, Location));
         }
     }
 
