@@ -16,7 +16,7 @@ public sealed class CpuBackend : HostKernelBackend
         $"SIMD f32 kernels ({(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}) on {Environment.ProcessorCount} threads";
 
     /// <summary>Primitives with a Cpu kernel; the rest report themselves unsupported (skipped by the harness, never faked).</summary>
-    private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal) { };
+    private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal) { "window_attention" };
 
     protected override string? Limitation(Op op, DType dtype) =>
         KernelBackend.PrimitiveOps.Contains(op.Name) && !s_kernels.Contains(op.Name) ? $"no cpu kernel for '{op.Name}' yet" : null;
