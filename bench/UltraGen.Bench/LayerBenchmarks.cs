@@ -10,7 +10,6 @@ namespace UltraGen.Bench;
 /// checkpoint-compatible resizing) against Wan's full attention over the same tokens (<c>wan_self_attention</c>). D = 2 heads ×
 /// head dim, LoRA rank 16, gate sinusoid 256.
 /// </summary>
-[SimpleJob(launchCount: 1, warmupCount: 2, iterationCount: 5)]
 public class LayerBenchmarks : IFlopCounted
 {
     private const int Block = 4;

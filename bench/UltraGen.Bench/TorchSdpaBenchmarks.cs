@@ -10,12 +10,51 @@ namespace UltraGen.Bench;
 /// (windows·B, heads, tokens, headDim) once in setup, and only SDPA is timed (no RoPE: compare with Rope = False).
 /// libtorch uses as many threads as this process has processors.
 /// </summary>
-[SimpleJob(launchCount: 1, warmupCount: 2, iterationCount: 5)]
 public class TorchSdpaBenchmarks : IFlopCounted
 {
     private Tensor? _q, _k, _v;
 
-    public static IEnumerable<string> Cases => AttentionCase.Names;
+    /// <summary>Every case when libtorch loads here; none (with the reason on the console) when it does not.</summary>
+    public static IEnumerable<string> Cases => TorchLoads(out string? reason)
+        ? AttentionCase.Names
+        : Skip(reason!);
+
+    private static IEnumerable<string> Skip(string reason)
+    {
+        Console.WriteLine($"// UltraGen.Bench: skipping TorchSdpaBenchmarks: {reason}");
+        return [];
+    }
+
+    /// <summary>
+    /// Whether TorchSharp's native backend loads in this process. TorchSharp 0.107.0's libLibTorchSharp.so needs
+    /// GLIBCXX_3.4.32 (libstdc++ of GCC 13 or newer); on older distributions (Debian 12) it cannot load, and the loader's
+    /// own message is reported.
+    /// </summary>
+    public static bool TorchLoads(out string? reason)
+    {
+        try
+        {
+            torch.set_num_threads(Environment.ProcessorCount);
+            reason = null;
+            return true;
+        }
+        catch (TypeInitializationException)
+        {
+            string why = "TorchSharp's native backend does not load";
+            foreach (var path in Directory.EnumerateFiles(AppContext.BaseDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories))
+            {
+                try { System.Runtime.InteropServices.NativeLibrary.Free(System.Runtime.InteropServices.NativeLibrary.Load(path)); }
+                catch (DllNotFoundException e)
+                {
+                    var lines = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                    why += ": " + (lines.FirstOrDefault(l => l.Contains("not found", StringComparison.Ordinal)) ?? lines.FirstOrDefault() ?? "");
+                    break;
+                }
+            }
+            reason = why;
+            return false;
+        }
+    }
 
     [ParamsSource(nameof(Cases))]
     public string Case { get; set; } = AttentionCase.All[0].Name;

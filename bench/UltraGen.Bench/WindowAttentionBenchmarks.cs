@@ -7,7 +7,6 @@ namespace UltraGen.Bench;
 /// <c>window_attention</c> alone through IBackend, forward and backward (dq, dk, dv), with and without the window-local
 /// RoPE. Rope = false is the like-for-like row for <see cref="TorchSdpaBenchmarks"/>.
 /// </summary>
-[SimpleJob(launchCount: 1, warmupCount: 2, iterationCount: 5)]
 public class WindowAttentionBenchmarks : IFlopCounted
 {
     private PreparedOp? _op;
