@@ -96,7 +96,7 @@ public static unsafe class CpuWindowAttention
         for (int item = 0; item < plan.Items; item++)
         {
             int keyTiles = CeilDiv(plan.TokensOf(item), TileKeys);
-            chunks[item] = wantQ || plan.Items < target ? Math.Clamp(CeilDiv(target, plan.Items), 1, keyTiles) : 1;
+            chunks[item] = Math.Clamp(CeilDiv(target, plan.Items), 1, keyTiles);
             partOffset[item] = partRows * dp;
             if (wantQ) partRows += (chunks[item] - 1) * (long)plan.PaddedRowsOf(item);
             for (int c = 0; c < chunks[item]; c++) units.Add((item, c));
