@@ -19,7 +19,7 @@ public sealed class CpuBackend : HostKernelBackend
     private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal)
     {
         "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
-        "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding",
+        "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
     };
 
     protected override string? Limitation(Op op, DType dtype) =>
