@@ -29,7 +29,7 @@ public sealed class BlockSet : IReadOnlyCollection<int>, IEquatable<BlockSet>
     }
 
     /// <summary>The given indices.</summary>
-    public static BlockSet Of(params ReadOnlySpan<int> blocks) => Of(blocks.ToArray());
+    public static BlockSet Of(params ReadOnlySpan<int> blocks) => Of((IEnumerable<int>)blocks.ToArray());
 
     /// <summary>0 … <paramref name="layers"/>−1: every block keeps full attention (plain Wan).</summary>
     public static BlockSet All(int layers)

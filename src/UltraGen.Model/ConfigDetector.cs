@@ -28,6 +28,7 @@ public static class ConfigDetector
         ArgumentNullException.ThrowIfNull(file);
         var problems = new List<string>();
         var notes = new List<string>();
+        var defaults = new List<string>();
 
         int[]? Need(string name, int rank)
         {
@@ -94,15 +95,15 @@ public static class ConfigDetector
             throw new ModelConfigException(
                 $"{file.Path}: cannot detect the model config: head.head.weight has {headRows} rows, not a multiple of the patch volume {patchSize.Volume}");
 
-        int textLen = MetadataInt(file, WeightsMetadata.TextLen, 512, notes, problems);
+        int textLen = MetadataInt(file, WeightsMetadata.TextLen, 512, defaults, problems);
         double eps = 1e-6;
         if (file.Metadata.TryGetValue(WeightsMetadata.Eps, out var epsText))
         {
             if (!double.TryParse(epsText, NumberStyles.Float, CultureInfo.InvariantCulture, out eps))
                 problems.Add($"metadata {WeightsMetadata.Eps} = '{epsText}' is not a number");
         }
-        else notes.Add("eps 1e-6: default (not stored in the file)");
-        int windowBase = MetadataInt(file, WeightsMetadata.WindowBase, UltraGenLayoutPlan.DefaultK, notes, problems);
+        else defaults.Add("eps 1e-6");
+        int windowBase = MetadataInt(file, WeightsMetadata.WindowBase, UltraGenLayoutPlan.DefaultK, defaults, problems);
         bool kUsesWq = true;
         if (file.Metadata.TryGetValue(WeightsMetadata.GlobalKUsesWq, out var kText) && !bool.TryParse(kText, out kUsesWq))
             problems.Add($"metadata {WeightsMetadata.GlobalKUsesWq} = '{kText}' is not true/false");
@@ -113,7 +114,7 @@ public static class ConfigDetector
 
         int loraRank;
         if (loraA is not null) loraRank = loraA[0];
-        else if (decomposed.Count == 0) loraRank = MetadataInt(file, WeightsMetadata.LoraRank, 64, notes, problems);
+        else if (decomposed.Count == 0) loraRank = MetadataInt(file, WeightsMetadata.LoraRank, 64, defaults, problems);
         else
         {
             problems.Add($"block {decomposed.Min} has UltraGen tensors but no self_attn.q_lora_1.lora_A.weight of rank 2 to read the LoRA rank from");
@@ -121,6 +122,7 @@ public static class ConfigDetector
         }
         if (problems.Count > 0)
             throw new ModelConfigException($"{file.Path}: cannot detect the model config: {string.Join("; ", problems)}");
+        if (defaults.Count > 0) notes.Add($"not stored in the file, defaults used: {string.Join(", ", defaults)}");
 
         int layers = maxBlock + 1;
         var config = new ModelConfig
@@ -157,11 +159,11 @@ public static class ConfigDetector
         return new ModelConfigDetection(config, notes.AsReadOnly());
     }
 
-    private static int MetadataInt(SafetensorsFile file, string key, int fallback, List<string> notes, List<string> problems)
+    private static int MetadataInt(SafetensorsFile file, string key, int fallback, List<string> defaults, List<string> problems)
     {
         if (!file.Metadata.TryGetValue(key, out var text))
         {
-            notes.Add($"{key["ultragen.".Length..]} {fallback}: default (not stored in the file)");
+            defaults.Add($"{key["ultragen.".Length..]} {fallback}");
             return fallback;
         }
         return ParseInt(text, key, problems);

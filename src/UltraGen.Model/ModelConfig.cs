@@ -251,7 +251,7 @@ public sealed record ModelConfig
     /// <summary>One line: the sizes, the layer plan and the UltraGen settings.</summary>
     public override string ToString() =>
         $"dim {Dim}, heads {Heads} (head dim {HeadDim}), ffn {FfnDim}, layers {Layers}, freq {FreqDim}, text {TextDim}×{TextLen}, " +
-        $"in {InChannels}, out {OutChannels}, patch {Patch}, eps {Eps.ToString("G", CultureInfo.InvariantCulture)}, " +
+        $"in {InChannels}, out {OutChannels}, patch {Patch}, eps {Eps.ToString("G", CultureInfo.InvariantCulture).ToLowerInvariant()}, " +
         $"qk_norm {Lower(QkNorm)}, cross_attn_norm {Lower(CrossAttnNorm)}; full attention {FullAttentionBlocks?.ToRangeString()}, " +
         $"K {WindowBase}, global down {GlobalDown}, hierarchical down {HierarchicalDown}, LoRA rank {LoraRank}, " +
         $"global K uses W_q {Lower(GlobalKUsesWq)}, windows {WindowMode}";

@@ -55,7 +55,7 @@ public static class InspectCommand
         text.AppendLine(invariant,
             $"  dim {config.Dim}, heads {config.Heads} (head dim {config.HeadDim}), ffn {config.FfnDim}, layers {config.Layers}, freq {config.FreqDim}, " +
             $"text {config.TextDim}×{config.TextLen}, in {config.InChannels}, out {config.OutChannels}, patch {config.Patch}, " +
-            $"eps {config.Eps.ToString("G", invariant)}, qk_norm {Lower(config.QkNorm)}, cross_attn_norm {Lower(config.CrossAttnNorm)}");
+            $"eps {config.Eps.ToString("G", invariant).ToLowerInvariant()}, qk_norm {Lower(config.QkNorm)}, cross_attn_norm {Lower(config.CrossAttnNorm)}");
         text.AppendLine(invariant,
             $"  UltraGen: K {config.WindowBase} (local {config.WindowBase}/{config.WindowBase + 1}, hierarchical {config.WindowBase / 2}/{config.WindowBase / 2 + 1} by block parity), " +
             $"global down {config.GlobalDown}, hierarchical down {config.HierarchicalDown}, LoRA rank {config.LoraRank}, " +
