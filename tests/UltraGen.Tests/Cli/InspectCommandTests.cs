@@ -1,8 +1,8 @@
-using System.Text;
 using NUnit.Framework;
 using UltraGen.Cli;
 using UltraGen.Core.Safetensors;
 using UltraGen.Model;
+using UltraGen.Tests.Model;
 
 namespace UltraGen.Tests.Cli;
 
@@ -103,22 +103,7 @@ public class InspectCommandTests
     {
         var config = ModelConfig.Wan21T2V13B;
         string path = PathOf("wan-1.3b.safetensors");
-        var json = new StringBuilder("{\"__metadata__\":{\"format\":\"pt\"}");
-        long offset = 0;
-        foreach (var spec in ParameterCatalog.List(config))
-        {
-            long end = offset + spec.ElementCount * 4;
-            json.Append($",\"{spec.Name}\":{{\"dtype\":\"F32\",\"shape\":[{string.Join(',', spec.Shape)}],\"data_offsets\":[{offset},{end}]}}");
-            offset = end;
-        }
-        json.Append('}');
-        var header = Encoding.UTF8.GetBytes(json.ToString());
-        using (var stream = File.Create(path))
-        {
-            stream.Write(BitConverter.GetBytes((ulong)header.Length));
-            stream.Write(header);
-            stream.SetLength(8 + header.Length + offset); // sparse: never written, never read
-        }
+        HeaderOnlyFile.Write(path, ParameterCatalog.List(config));
 
         var (exit, output, error) = Invoke("inspect", path);
         TestContext.Out.WriteLine(output);

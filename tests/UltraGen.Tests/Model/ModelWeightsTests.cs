@@ -284,6 +284,25 @@ public class ModelWeightsTests
     }
 
     [Test]
+    public void Base_wan_1_3b_header_checks_against_the_ultragen_preset()
+    {
+        var preset = ModelConfig.Wan21T2V13B;
+        HeaderOnlyFile.Write(PathOf("wan-base.safetensors"), ParameterCatalog.List(preset).Where(s => s.IsBase));
+        using var file = SafetensorsFile.Open(PathOf("wan-base.safetensors"));
+        Assert.That(file.Count, Is.EqualTo(825));
+
+        var strict = WeightsCheck.Run(file, preset);
+        Assert.That(strict.Missing, Has.Count.EqualTo(24 * 44));
+        Assert.That(strict.Describe(), Does.Contain("1056 missing").And.Contain("… and 1036 more"));
+
+        var fromBase = WeightsCheck.Run(file, preset, WeightsLoadOptions.FromBaseWan);
+        Assert.That(fromBase.IsMatch);
+        Assert.That(fromBase.ToInitialize.Sum(s => s.ElementCount), Is.EqualTo(277_005_312));
+
+        Assert.That(ModelWeights.DetectConfig(file), Is.EqualTo(preset.WithAllFull()), "a Wan file detects as plain Wan with heads = dim/128");
+    }
+
+    [Test]
     public void Disposed_weights_refuse_access()
     {
         var weights = ModelWeights.Random(Tiny, seed: 0);
