@@ -111,24 +111,7 @@ public static class OpsCommand
         return example;
     }
 
-    /// <summary>Runs <paramref name="action"/>, turning bad input into one line on stderr and exit code 2.</summary>
-    private static int Guarded(Func<int> action)
-    {
-        try
-        {
-            return action();
-        }
-        catch (UltraGenException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return Program.BadInputExitCode;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return Program.BadInputExitCode;
-        }
-    }
+    private static int Guarded(Func<int> action) => CommandGuard.Run(action);
 
     private static DType ParseDType(string text) =>
         DTypes.TryParse(text, out var dtype) ? dtype : throw new OpParameterException($"unknown dtype '{text}' (use f32, bf16, f16 or f64)");
