@@ -454,7 +454,8 @@ public sealed class UltraGenSelfAttentionOp : Op
         yield return Case("ragged_block3_T2_9x11", 1, new Grid3(2, 9, 11), dim: 12, heads: 2, block: 3, ragged: true);
         yield return Case("global_k_uses_wk_block4", 1, new Grid3(1, 8, 8), dim: 12, heads: 2, block: 4, kUsesWq: false);
         yield return Case("full_block0", 1, new Grid3(2, 3, 4), dim: 12, heads: 2, block: 0);
-        // Parity-only: head dim 64, a 1080P-proportioned miniature (17×30 is the 1080P window size).
-        yield return Case("headdim64_block4_T2_17x30", 1, new Grid3(2, 17, 30), dim: 128, heads: 2, block: 4, gradientCheck: false);
+        // Parity-only at head dim 64: 8×15 makes the local grid resize up (15→16) and the hierarchical one down (7→6),
+        // while staying small enough for ILGPU's CPU accelerator in CI.
+        yield return Case("headdim64_block4_T2_8x15_resized", 1, new Grid3(2, 8, 15), dim: 128, heads: 2, block: 4, gradientCheck: false);
     }
 }

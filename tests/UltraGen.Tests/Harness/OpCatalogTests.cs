@@ -88,4 +88,17 @@ public class OpCatalogTests
             }
         }
     }
+
+    [TestCase("cpu")]
+    [TestCase("ilgpu")]
+    public void Kernel_backend_implements_the_whole_catalogue(string backendName)
+    {
+        // A backend may only skip an op for a reason of the machine (no device), never for a missing kernel.
+        var probe = BackendRegistry.Get(backendName).Probe();
+        if (probe.Backend is null) Assert.Ignore($"backend '{backendName}' is not available here: {probe.UnavailableReason}");
+        using var backend = probe.Backend;
+        foreach (var op in OpCatalog.All)
+            foreach (var dtype in s_dtypes)
+                Assert.That(backend.Supports(op, dtype, out var reason), Is.True, $"{backendName} lacks {op.Name} in {DTypes.Lower(dtype)}: {reason}");
+    }
 }
