@@ -542,15 +542,20 @@ public static class DitReference
                                     }
     }
 
-    /// <summary>(1, k, D) modulation + (B, k·D) time features → (B, k, D).</summary>
+    /// <summary>
+    /// (1, k, D) modulation + time features → (B, k, D). The features are (B, k·D) (the blocks' e6) or (B, D), broadcast
+    /// to every chunk (the head's e.unsqueeze(1)).
+    /// </summary>
     private static RefTensor AddModulation(RefTensor modulation, RefTensor time, int chunks)
     {
-        int batch = time.Dim(0), width = modulation.Length;
-        if (time.Length != batch * width)
+        int batch = time.Dim(0), width = modulation.Length, dim = width / chunks;
+        int timeWidth = time.Length / batch;
+        if (modulation.Length != chunks * dim || (timeWidth != width && timeWidth != dim))
             throw new ShapeMismatchException($"dit: modulation {Shape.Format(modulation.Shape)} does not match time features {Shape.Format(time.Shape)}");
-        var result = new RefTensor(batch, chunks, width / chunks);
+        var result = new RefTensor(batch, chunks, dim);
         for (int b = 0; b < batch; b++)
-            for (int i = 0; i < width; i++) result.Data[b * width + i] = modulation.Data[i] + time.Data[b * width + i];
+            for (int i = 0; i < width; i++)
+                result.Data[b * width + i] = modulation.Data[i] + time.Data[b * timeWidth + (timeWidth == width ? i : i % dim)];
         return result;
     }
 
