@@ -220,6 +220,75 @@ public class DitReferenceTests
         return poisoned;
     }
 
+    /// <summary>
+    /// The layout conventions checked against a direct computation: with every block made an identity (zero residual gates
+    /// and a zero cross-attention output projection) the velocity is head(patch_embedding(latent)), computed here straight
+    /// from the Conv3d definition and the head's "b (f h w) (p q r c) -> b c (f p) (h q) (w r)" with c fastest.
+    /// </summary>
+    [Test]
+    public void Identity_blocks_reduce_the_model_to_conv3d_patch_embedding_and_the_head()
+    {
+        int dim = Tiny.Dim;
+        var weights = _weights.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+        void Zero(string name, int start, int count) => Array.Clear(weights[name].Data, start, count);
+        Zero("time_projection.1.weight", 2 * dim * dim, dim * dim);     // e6 chunk 2 (gate_msa)
+        Zero("time_projection.1.bias", 2 * dim, dim);
+        Zero("time_projection.1.weight", 5 * dim * dim, dim * dim);     // e6 chunk 5 (gate_mlp)
+        Zero("time_projection.1.bias", 5 * dim, dim);
+        for (int i = 0; i < Tiny.Layers; i++)
+        {
+            Zero($"blocks.{i}.modulation", 2 * dim, dim);
+            Zero($"blocks.{i}.modulation", 5 * dim, dim);
+            Zero($"blocks.{i}.cross_attn.o.weight", 0, dim * dim);
+            Zero($"blocks.{i}.cross_attn.o.bias", 0, dim);
+        }
+        var velocity = DitReference.Forward(Tiny, weights, _sample.Latent, _sample.Timestep, _sample.Context);
+
+        // Conv3d, kernel = stride = (1, 2, 2), straight from its definition.
+        var latent = _sample.Latent;
+        int channels = 16, frames = 2, rows = 8, cols = 8, height = 16, width = 16, tokens = frames * rows * cols;
+        var convWeight = weights["patch_embedding.weight"];
+        var x = new RefTensor(1, tokens, dim);
+        for (int f = 0; f < frames; f++)
+            for (int h = 0; h < rows; h++)
+                for (int w = 0; w < cols; w++)
+                    for (int o = 0; o < dim; o++)
+                    {
+                        double sum = weights["patch_embedding.bias"].Data[o];
+                        for (int c = 0; c < channels; c++)
+                            for (int q = 0; q < 2; q++)
+                                for (int r = 0; r < 2; r++)
+                                    sum += convWeight.Data[((o * channels + c) * 2 + q) * 2 + r]
+                                        * latent.Data[((c * frames + f) * height + 2 * h + q) * width + 2 * w + r];
+                        x.Data[((f * rows + h) * cols + w) * dim + o] = sum;
+                    }
+
+        // Head: e from the time embedding, (head.modulation + e) → shift, scale; Linear(LN(x)(1+scale)+shift).
+        var sinusoid = TimestepEmbeddingOp.Forward(_sample.Timestep, Tiny.FreqDim);
+        var e = LinearOp.Forward(Activations.Silu(LinearOp.Forward(sinusoid, weights["time_embedding.0.weight"], weights["time_embedding.0.bias"])),
+            weights["time_embedding.2.weight"], weights["time_embedding.2.bias"]);
+        var shift = new RefTensor(1, dim);
+        var scale = new RefTensor(1, dim);
+        for (int i = 0; i < dim; i++)
+        {
+            shift.Data[i] = weights["head.modulation"].Data[i] + e.Data[i];
+            scale.Data[i] = weights["head.modulation"].Data[dim + i] + e.Data[i];
+        }
+        var y = LinearOp.Forward(ModulateOp.Forward(LayerNormOp.Forward(x, null, null, Tiny.Eps), shift, scale),
+            weights["head.head.weight"], weights["head.head.bias"]);
+
+        var expected = new RefTensor(1, channels, frames, height, width);
+        for (int f = 0; f < frames; f++)
+            for (int h = 0; h < rows; h++)
+                for (int w = 0; w < cols; w++)
+                    for (int q = 0; q < 2; q++)
+                        for (int r = 0; r < 2; r++)
+                            for (int c = 0; c < channels; c++)
+                                expected.Data[((c * frames + f) * height + 2 * h + q) * width + 2 * w + r] =
+                                    y.Data[((f * rows + h) * cols + w) * 64 + (q * 2 + r) * channels + c];
+        Assert.That(OpHarness.RelativeError(velocity.Data, expected.Data), Is.LessThanOrEqualTo(1e-13));
+    }
+
     [Test]
     public void Missing_weight_and_bad_shapes_are_reported_by_name()
     {
