@@ -1,7 +1,6 @@
 using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Filters;
 using BenchmarkDotNet.Running;
-using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
 namespace UltraGen.Bench;
 
@@ -13,17 +12,14 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        // One job for every benchmark, in process: our kernels and libtorch (whose native package a generated child
-        // project would not reference) are measured in the same process, one after the other. 1 launch, 2 warm-up and
-        // 8 measured iterations keep a full run well under 15 minutes on 2 cores.
-        var job = Job.Default
-            .WithLaunchCount(1)
-            .WithWarmupCount(2)
-            .WithIterationCount(8)
-            .WithToolchain(InProcessEmitToolchain.Instance)
-            .WithId("InProcess");
+        // Every row runs in process: our kernels and libtorch (whose native package a generated child project would
+        // not reference) are measured in the same process, one after the other. The main job (1 launch, 2 warm-up and
+        // 8 measured iterations) keeps a full run well under 15 minutes on 2 cores; ilgpu on its CPU accelerator gets
+        // a shorter job and only the small layer case (BenchScope).
         var config = DefaultConfig.Instance
-            .AddJob(job.AsDefault())
+            .AddJob(BenchScope.MainJob)
+            .AddJob(BenchScope.IlgpuCpuJob)
+            .AddFilter(new SimpleFilter(BenchScope.Includes))
             .AddColumn(new FlopsColumn(), new GflopsColumn())
             .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
         var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
