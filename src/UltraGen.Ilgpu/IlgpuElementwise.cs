@@ -239,41 +239,24 @@ internal sealed class IlgpuElementwise
         const int columns = IlgpuReductions.Columns;
         int lane = Group.IdxX % columns, slice = Group.IdxX / columns, slices = Group.DimX / columns;
         int channel = Grid.IdxX * columns + lane, batch = Grid.IdxY;
-        float alphaTotal = 0, betaTotal = 0;
+        var alphaTotal = new IlgpuReductions.ChunkedSum();
+        var betaTotal = new IlgpuReductions.ChunkedSum();
         if (channel < args.Channels)
         {
             int p = batch * args.Channels + channel;
             float a = g.Alpha[p], b = g.Beta[p];
-            float alphaChunk = 0, betaChunk = 0;
-            int inChunk = 0;
             for (int t = slice; t < args.Tokens; t += slices)
             {
                 int i = (batch * args.Tokens + t) * args.Channels + channel;
                 float dzi = dz[i], l = g.Local[i], h = g.Hier[i];
-                alphaChunk += dzi * (b * l + (1f - b) * h - g.Glob[i]);
-                betaChunk += dzi * a * (l - h);
-                if (++inChunk == 64)
-                {
-                    alphaTotal += alphaChunk;
-                    betaTotal += betaChunk;
-                    alphaChunk = betaChunk = 0;
-                    inChunk = 0;
-                }
+                alphaTotal.Add(dzi * (b * l + (1f - b) * h - g.Glob[i]));
+                betaTotal.Add(dzi * a * (l - h));
             }
-            alphaTotal += alphaChunk;
-            betaTotal += betaChunk;
         }
-        alphaPartials[Group.IdxX] = alphaTotal;
-        betaPartials[Group.IdxX] = betaTotal;
-        Group.Barrier();
+        float sumAlpha = IlgpuReductions.CombineSlices(alphaPartials, alphaTotal.Total, lane, slices);
+        float sumBeta = IlgpuReductions.CombineSlices(betaPartials, betaTotal.Total, lane, slices);
         if (slice == 0 && channel < args.Channels)
         {
-            float sumAlpha = 0, sumBeta = 0;
-            for (int s = 0; s < slices; s++)
-            {
-                sumAlpha += alphaPartials[s * columns + lane];
-                sumBeta += betaPartials[s * columns + lane];
-            }
             int p = batch * args.Channels + channel;
             if (d.HasAlpha != 0) d.Alpha[p] = sumAlpha;
             if (d.HasBeta != 0) d.Beta[p] = sumBeta;

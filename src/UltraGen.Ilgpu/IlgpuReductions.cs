@@ -58,40 +58,60 @@ internal sealed class IlgpuReductions
         var partials = SharedMemory.Allocate<float>(LaunchShape.MaxGroupSize);
         int lane = Group.IdxX % Columns, slice = Group.IdxX / Columns, slices = Group.DimX / Columns;
         int column = Grid.IdxX * Columns + lane, batch = Grid.IdxY;
-        float total = 0;
+        var total = new ChunkedSum();
         if (column < args.Cols)
         {
-            float chunk = 0;
-            int inChunk = 0;
             for (int row = slice; row < args.Rows; row += slices)
             {
                 int r = batch * args.Rows + row;
                 int i = r * args.Cols + column;
-                float term = args.Kind switch
+                total.Add(args.Kind switch
                 {
                     SumA => a[i],
                     SumAB => a[i] * b[i],
                     SumABScaled => a[i] * b[i] * s1[r],
                     _ => a[i] * (b[i] - s1[r]) * s2[r],
-                };
-                chunk += term;
-                if (++inChunk == Chunk)
-                {
-                    total += chunk;
-                    chunk = 0;
-                    inChunk = 0;
-                }
+                });
             }
-            total += chunk;
         }
-        partials[Group.IdxX] = total;
-        Group.Barrier();
-        if (slice == 0 && column < args.Cols)
+        float sum = CombineSlices(partials, total.Total, lane, slices);
+        if (slice == 0 && column < args.Cols) output[batch * args.Cols + column] = sum;
+    }
+
+    /// <summary>
+    /// A running f32 sum that flushes into a second accumulator every <see cref="Chunk"/> terms, so a long column sum
+    /// keeps the 1e-5 tolerance without f64 (shared by every column-sum kernel).
+    /// </summary>
+    internal struct ChunkedSum
+    {
+        private float _chunk, _total;
+        private int _inChunk;
+
+        public void Add(float term)
         {
-            float sum = 0;
-            for (int s = 0; s < slices; s++) sum += partials[s * Columns + lane];
-            output[batch * args.Cols + column] = sum;
+            _chunk += term;
+            if (++_inChunk == Chunk)
+            {
+                _total += _chunk;
+                _chunk = 0;
+                _inChunk = 0;
+            }
         }
+
+        public readonly float Total => _total + _chunk;
+    }
+
+    /// <summary>
+    /// Combines the per-slice partial sums of a column-sum group (<see cref="Columns"/> columns × slices): every thread
+    /// stores its partial, and slice 0's thread of each column gets the column's total, added in a fixed order.
+    /// </summary>
+    internal static float CombineSlices(ArrayView<float> partials, float partial, int lane, int slices)
+    {
+        partials[Group.IdxX] = partial;
+        Group.Barrier();
+        float sum = 0;
+        for (int s = 0; s < slices; s++) sum += partials[s * Columns + lane];
+        return sum;
     }
 
     // ---- row reductions inside a group (device helpers shared by the norm and timestep kernels) ----

@@ -174,11 +174,9 @@ internal sealed class IlgpuSpatial
         bool active = c < a.C && (isBias ? a.HasDBias != 0 : a.HasDWeight != 0);
         int r = isBias ? 0 : tap / a.Kw, s = isBias ? 0 : tap % a.Kw;
         int windows = a.Batch * a.T * a.Ho * a.Wo;
-        float total = 0;
+        var total = new IlgpuReductions.ChunkedSum();
         if (active)
         {
-            float chunk = 0;
-            int inChunk = 0;
             for (int p = slice; p < windows; p += slices)
             {
                 float g = dy[p * a.C + c];
@@ -187,22 +185,12 @@ internal sealed class IlgpuSpatial
                     int ow = p % a.Wo, oh = p / a.Wo % a.Ho, frame = p / (a.Wo * a.Ho);
                     g *= x[((frame * a.H + oh * a.Kh + r) * a.W + ow * a.Kw + s) * a.C + c];
                 }
-                chunk += g;
-                if (++inChunk == 64)
-                {
-                    total += chunk;
-                    chunk = 0;
-                    inChunk = 0;
-                }
+                total.Add(g);
             }
-            total += chunk;
         }
-        partials[Group.IdxX] = total;
-        Group.Barrier();
+        float sum = IlgpuReductions.CombineSlices(partials, total.Total, lane, slices);
         if (slice == 0 && active)
         {
-            float sum = 0;
-            for (int k = 0; k < slices; k++) sum += partials[k * columns + lane];
             if (isBias) dBias[c] = sum;
             else dWeight[c * a.Taps + tap] = sum;
         }
@@ -281,11 +269,9 @@ internal sealed class IlgpuSpatial
         int dt = isBias ? 0 : tap / (a.Kh * a.Kw), dh = isBias ? 0 : tap / a.Kw % a.Kh, dw = isBias ? 0 : tap % a.Kw;
         int st = dt - a.Kt / 2, sh = dh - a.Kh / 2, sw = dw - a.Kw / 2;
         int positions = a.Batch * a.T * a.H * a.W;
-        float total = 0;
+        var total = new IlgpuReductions.ChunkedSum();
         if (active)
         {
-            float chunk = 0;
-            int inChunk = 0;
             for (int p = slice; p < positions; p += slices)
             {
                 float g = dy[p * a.C + c];
@@ -297,22 +283,12 @@ internal sealed class IlgpuSpatial
                         ? 0f
                         : g * x[(((b * a.T + it) * a.H + ih) * a.W + iw) * a.C + c];
                 }
-                chunk += g;
-                if (++inChunk == 64)
-                {
-                    total += chunk;
-                    chunk = 0;
-                    inChunk = 0;
-                }
+                total.Add(g);
             }
-            total += chunk;
         }
-        partials[Group.IdxX] = total;
-        Group.Barrier();
+        float sum = IlgpuReductions.CombineSlices(partials, total.Total, lane, slices);
         if (slice == 0 && active)
         {
-            float sum = 0;
-            for (int k = 0; k < slices; k++) sum += partials[k * columns + lane];
             if (isBias) dBias[c] = sum;
             else dWeight[c * a.Taps + tap] = sum;
         }
