@@ -20,6 +20,13 @@ public sealed class DeviceScope(IBackend backend) : IDisposable
         return tensor;
     }
 
+    /// <summary>Takes ownership of a tensor allocated elsewhere on this scope's backend (freed with the scope).</summary>
+    public Tensor Adopt(Tensor tensor)
+    {
+        _owned.Add(tensor);
+        return tensor;
+    }
+
     public Tensor Zeros(params int[] shape)
     {
         var tensor = New(shape);
