@@ -62,6 +62,10 @@ public class CpuKernelTests
             {
                 ["x"] = [2, 700, 300], ["shift"] = [2, 300], ["scale"] = [2, 300],
             }, new OpParams())),
+            ("gated_residual", new OpCase("b2_n700_d300", new Dictionary<string, int[]>
+            {
+                ["x"] = [2, 700, 300], ["y"] = [2, 700, 300], ["gate"] = [2, 300],
+            }, new OpParams())),
             ("gelu_tanh", new OpCase("n100003_wide", new Dictionary<string, int[]> { ["x"] = [100003] }, new OpParams(),
                 new Dictionary<string, (double, double)> { ["x"] = (-8.0, 8.0) })),
         };
