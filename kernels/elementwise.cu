@@ -1,4 +1,4 @@
-// Elementwise ops (references: src/UltraGen.Ops/Reference/{Add,GeluTanh,Activations,GateFusion}.cs) and the column-sum
+// Elementwise ops (references: src/UltraGen.Ops/Reference/{Add,GeluTanh,Activations,GateFusion,GatedResidual}.cs) and the column-sum
 // that finishes every deterministic gradient reduction in this directory.
 //
 // 1-D kernels: grid-stride loops, 4 elements per thread per step as one float4 when every pointer is 16-byte aligned,
@@ -198,6 +198,64 @@ gate_fusion_bwd_gates_f32(const float* __restrict__ local, const float* __restri
         const long long o = ((long long)b * splits + split) * dim + c;
         partialAlpha[o] = ta;
         partialBeta[o] = tb;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// gated_residual_fwd_f32(x, y, gate, out, batch, tokens, dim)
+//   out = x + gate⊙y;  x/y/out (B, N, D), gate (B, D) broadcast over the N tokens (out may alias x).
+//   batch = B, tokens = N (64-bit), dim = D. Launch: block 256, grid ug_ew_blocks(B·N·D).
+// gated_residual_bwd_f32(gate, dout, dx, dy, batch, tokens, dim)
+//   dx = dout, dy = gate⊙dout; either output may be null (skipped). Same launch.
+// gated_residual_bwd_gate_f32(y, dout, partialGate, batch, tokens, dim, splits)
+//   partials of dgate = Σ_N dout⊙y: partialGate[(b·splits + s)·D + c] = the sum over the tokens of split s.
+//   Then column_sum_f32(partialGate, dGate, splits, D, B).
+//   Launch: block (32, 8), grid (⌈D/32⌉, splits, B) with splits = ug_red_splits(N), no dynamic smem.
+// ------------------------------------------------------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
+gated_residual_fwd_f32(const float* x, const float* __restrict__ y, const float* __restrict__ gate, float* out, int batch,
+                       long long tokens, int dim) {
+    const long long n = (long long)batch * tokens * dim, plane = tokens * dim;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const long long b = i / plane;
+        const int c = (int)(i % dim);
+        out[i] = fmaf(gate[b * dim + c], y[i], x[i]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(UG_EW_THREADS, 4)
+gated_residual_bwd_f32(const float* __restrict__ gate, const float* __restrict__ dout, float* __restrict__ dx,
+                       float* __restrict__ dy, int batch, long long tokens, int dim) {
+    const long long n = (long long)batch * tokens * dim, plane = tokens * dim;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const float g = dout[i];
+        if (dx) dx[i] = g;
+        if (dy) dy[i] = g * gate[(i / plane) * dim + (int)(i % dim)];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(UG_RED_TX* UG_RED_TY)
+gated_residual_bwd_gate_f32(const float* __restrict__ y, const float* __restrict__ dout, float* __restrict__ partialGate,
+                            int batch, long long tokens, int dim, int splits) {
+    (void)batch;
+    __shared__ float red[UG_RED_TY][UG_RED_TX];
+    const int c = blockIdx.x * UG_RED_TX + threadIdx.x;
+    const int split = blockIdx.y, b = blockIdx.z;
+    const long long begin = ug_red_split_begin(tokens, splits, split), end = ug_red_split_begin(tokens, splits, split + 1);
+    float sum = 0.f;
+    if (c < dim) {
+        for (long long t = begin + threadIdx.y; t < end; t += UG_RED_TY) {
+            const long long i = ((long long)b * tokens + t) * dim + c;
+            sum = fmaf(dout[i], y[i], sum);
+        }
+    }
+    red[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < dim) {
+        float total = 0.f;
+#pragma unroll
+        for (int r = 0; r < UG_RED_TY; ++r) total += red[r][threadIdx.x];
+        partialGate[((long long)b * splits + split) * dim + c] = total;
     }
 }
 

@@ -20,6 +20,7 @@ public sealed class CpuBackend : HostKernelBackend
     {
         "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
+        "gated_residual", "patchify", "unpatchify",
     };
 
     protected override string? Limitation(Op op, DType dtype) =>
@@ -51,6 +52,9 @@ public sealed class CpuBackend : HostKernelBackend
                 CpuWindowAttention.Forward(inputs["q"], inputs["k"], inputs["v"], outputs["o"], parameters.GetInt("heads"),
                     WindowAttentionOp.LayoutFor(GridOf(inputs["q"]), parameters), parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
                 break;
+            case "gated_residual": CpuElementwise.GatedResidualForward(inputs["x"], inputs["y"], inputs["gate"], outputs["out"]); break;
+            case "patchify": CpuDitLayout.Patchify(inputs["video"], outputs["tokens"], PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name)); break;
+            case "unpatchify": CpuDitLayout.Unpatchify(inputs["tokens"], outputs["video"], PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name)); break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no forward kernel for '{op.Name}'");
         }
@@ -106,6 +110,18 @@ public sealed class CpuBackend : HostKernelBackend
                     inputGradients.GetValueOrDefault("q"), inputGradients.GetValueOrDefault("k"), inputGradients.GetValueOrDefault("v"),
                     parameters.GetInt("heads"), WindowAttentionOp.LayoutFor(GridOf(inputs["q"]), parameters),
                     parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
+                break;
+            case "gated_residual":
+                CpuElementwise.GatedResidualBackward(inputs["y"], inputs["gate"], outputGradients["out"],
+                    inputGradients.GetValueOrDefault("x"), inputGradients.GetValueOrDefault("y"), inputGradients.GetValueOrDefault("gate"));
+                break;
+            case "patchify":
+                if (inputGradients.TryGetValue("video", out var dVideo))
+                    CpuDitLayout.Unpatchify(outputGradients["tokens"], dVideo, PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name));
+                break;
+            case "unpatchify":
+                if (inputGradients.TryGetValue("tokens", out var dTokens))
+                    CpuDitLayout.Patchify(outputGradients["video"], dTokens, PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name));
                 break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no backward kernel for '{op.Name}'");

@@ -7,8 +7,8 @@ using static UltraGen.Cpu.CpuParallel;
 namespace UltraGen.Cpu;
 
 /// <summary>
-/// add, silu, sigmoid, gelu_tanh and gate_fusion on f32 host tensors (references: <see cref="AddOp"/>,
-/// <see cref="Activations"/>, <see cref="GateFusionOp"/>). The activations run as TensorPrimitives passes over
+/// add, silu, sigmoid, gelu_tanh, gate_fusion and gated_residual on f32 host tensors (references: <see cref="AddOp"/>,
+/// <see cref="Activations"/>, <see cref="GateFusionOp"/>, <see cref="GatedResidualOp"/>). The activations run as TensorPrimitives passes over
 /// L1-sized tiles of a parallel chunk. Every 1 − σ(x) is computed as σ(−x), and 1 + tanh(u) as 2σ(2u), so no
 /// derivative loses its small values to cancellation.
 /// </summary>
@@ -240,6 +240,49 @@ public static unsafe class CpuElementwise
                 if (pdb != null) pdb[p + c] = (float)(pa[p + c] * t1[c]);
                 if (pda != null) pda[p + c] = (float)(pb[p + c] * t1[c] + t2[c]);
             }
+        });
+    }
+
+    // ---- gated_residual: out = x + gate·y with gate (B, D) per (b, d) ----
+
+    public static void GatedResidualForward(Tensor x, Tensor y, Tensor gate, Tensor output)
+    {
+        int n = x.Dim(1), d = x.Dim(2);
+        float* px = Ptr(x), py = Ptr(y), pgate = Ptr(gate), pout = Ptr(output);
+        For((long)x.Dim(0) * n, RowsPerChunk(d), (s, e) =>
+        {
+            for (int row = s; row < e; row++)
+            {
+                int o = row * d;
+                TensorPrimitives.MultiplyAdd(Span(py, o, o + d), Span(pgate + row / n * d, d), Span(px, o, o + d), Span(pout, o, o + d));
+            }
+        });
+    }
+
+    /// <summary>dx = dout; dy = dout·gate; dgate = Σ_N dout·y. Tasks own (b, channel block) so no two write one element.</summary>
+    public static void GatedResidualBackward(Tensor y, Tensor gate, Tensor dOut, Tensor? dx, Tensor? dy, Tensor? dGate)
+    {
+        int b = y.Dim(0), n = y.Dim(1), d = y.Dim(2);
+        int blocks = (d + ChannelBlock - 1) / ChannelBlock;
+        float* py = Ptr(y), pgate = Ptr(gate), pdOut = Ptr(dOut), pdx = PtrOrNull(dx), pdy = PtrOrNull(dy), pdGate = PtrOrNull(dGate);
+        Parallel.For(0, b * blocks, task =>
+        {
+            int batch = task / blocks, c0 = task % blocks * ChannelBlock, width = Math.Min(ChannelBlock, d - c0), p = batch * d + c0;
+            var gates = Span(pgate, p, p + width);
+            var sums = pdGate == null ? null : new ColumnSums(width);
+            for (int t = 0; t < n; t++)
+            {
+                int o = (batch * n + t) * d + c0;
+                var g = Span(pdOut, o, o + width);
+                if (pdx != null) g.CopyTo(Span(pdx, o, o + width));
+                if (pdy != null) TensorPrimitives.Multiply(g, gates, Span(pdy, o, o + width));
+                if (sums is null) continue;
+                TensorPrimitives.MultiplyAdd(g, Span(py, o, o + width), sums.Partial, sums.Partial);
+                sums.EndRow();
+            }
+            if (sums is null) return;
+            var totals = sums.Totals;
+            for (int c = 0; c < width; c++) pdGate[p + c] = (float)totals[c];
         });
     }
 }

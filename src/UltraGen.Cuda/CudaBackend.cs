@@ -31,6 +31,7 @@ public sealed class CudaBackend : KernelBackend
         ["timestep_embedding"] = TimestepLauncher.Module,
         ["window_attention"] = WindowAttentionLauncher.Module,
         ["linear"] = "cublas",
+        ["gated_residual"] = ElementwiseLauncher.Module, ["patchify"] = PatchifyLauncher.Module, ["unpatchify"] = PatchifyLauncher.Module,
     };
 
     /// <summary>Modules every op needs besides its own: reductions finish in elementwise, dtype widening in convert.</summary>
@@ -51,6 +52,7 @@ public sealed class CudaBackend : KernelBackend
     private readonly TimestepLauncher _timestep;
     private readonly ConvertLauncher _convert;
     private readonly WindowAttentionLauncher _attention;
+    private readonly PatchifyLauncher _patchify;
     private readonly Lazy<Cublas> _cublas;
     private readonly Dictionary<(string Kind, long Size, double Theta, int Extra), CudaStorage> _constants = [];
 
@@ -67,6 +69,7 @@ public sealed class CudaBackend : KernelBackend
         _timestep = new TimestepLauncher(_context);
         _convert = new ConvertLauncher(_context);
         _attention = new WindowAttentionLauncher(_context);
+        _patchify = new PatchifyLauncher(_context);
         _cublas = new Lazy<Cublas>(() =>
         {
             _device.MakeCurrent();
@@ -337,6 +340,14 @@ public sealed class CudaBackend : KernelBackend
             case "linear":
                 LinearForward(inputs["x"], inputs["weight"], inputs.GetValueOrDefault("bias"), y);
                 break;
+            case "gated_residual":
+            {
+                var x = inputs["x"];
+                _elementwise.GatedResidualForward(Ptr(x), Ptr(inputs["y"]), Ptr(inputs["gate"]), Ptr(y), x.Dim(0), x.Dim(1), x.Dim(2));
+                break;
+            }
+            case "patchify": _patchify.Patchify(Ptr(inputs["video"]), Ptr(y), PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name)); break;
+            case "unpatchify": _patchify.Unpatchify(Ptr(inputs["tokens"]), Ptr(y), PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name)); break;
             default:
                 throw new UnsupportedConfigurationException($"cuda backend: no forward launcher for '{op.Name}'");
         }
@@ -408,6 +419,21 @@ public sealed class CudaBackend : KernelBackend
             case "linear":
                 LinearBackward(inputs["x"], inputs["weight"], dy, inputGradients.GetValueOrDefault("x"), inputGradients.GetValueOrDefault("weight"),
                     inputGradients.GetValueOrDefault("bias"));
+                break;
+            case "gated_residual":
+            {
+                var branch = inputs["y"];
+                _elementwise.GatedResidualBackward(Ptr(branch), Ptr(inputs["gate"]), Ptr(dy), Grad("x"), Grad("y"), Grad("gate"),
+                    branch.Dim(0), branch.Dim(1), branch.Dim(2));
+                break;
+            }
+            case "patchify":
+                if (inputGradients.ContainsKey("video"))
+                    _patchify.Unpatchify(Ptr(dy), Grad("video"), PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name));
+                break;
+            case "unpatchify":
+                if (inputGradients.ContainsKey("tokens"))
+                    _patchify.Patchify(Ptr(dy), Grad("tokens"), PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name));
                 break;
             default:
                 throw new UnsupportedConfigurationException($"cuda backend: no backward launcher for '{op.Name}'");

@@ -45,6 +45,7 @@ internal sealed class IlgpuDevice : IDisposable
     public IlgpuSpatial Spatial { get; }
     public IlgpuTimestep Timestep { get; }
     public IlgpuWindowAttention WindowAttention { get; }
+    public IlgpuDitLayout DitLayout { get; }
 
     public IlgpuDevice()
     {
@@ -74,6 +75,7 @@ internal sealed class IlgpuDevice : IDisposable
             Spatial = new IlgpuSpatial(Accelerator, Shape);
             Timestep = new IlgpuTimestep(Accelerator, Shape);
             WindowAttention = new IlgpuWindowAttention(Accelerator);
+            DitLayout = new IlgpuDitLayout(Accelerator, Shape);
         }
         catch
         {
@@ -142,6 +144,7 @@ public sealed class IlgpuBackend : KernelBackend
     {
         "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
+        "gated_residual", "patchify", "unpatchify",
     };
 
     private readonly IlgpuDevice _device;
@@ -261,6 +264,9 @@ public sealed class IlgpuBackend : KernelBackend
                         parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
                     break;
                 }
+                case "gated_residual": d.Elementwise.GatedResidual(inputs["x"], inputs["y"], inputs["gate"], outputs["out"]); break;
+                case "patchify": d.DitLayout.Patchify(inputs["video"], outputs["tokens"], PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name)); break;
+                case "unpatchify": d.DitLayout.Unpatchify(inputs["tokens"], outputs["video"], PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name)); break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no forward kernel for '{op.Name}'");
             }
@@ -325,6 +331,15 @@ public sealed class IlgpuBackend : KernelBackend
                         parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
                     break;
                 }
+                case "gated_residual":
+                    d.Elementwise.GatedResidualBackward(inputs["y"], inputs["gate"], dy, Wanted("x"), Wanted("y"), Wanted("gate"), d.Reductions);
+                    break;
+                case "patchify":
+                    if (Wanted("video") is { } dVideo) d.DitLayout.Unpatchify(dy, dVideo, PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name));
+                    break;
+                case "unpatchify":
+                    if (Wanted("tokens") is { } dTokens) d.DitLayout.Patchify(dy, dTokens, PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name));
+                    break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no backward kernel for '{op.Name}'");
             }

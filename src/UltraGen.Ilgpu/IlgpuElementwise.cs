@@ -6,10 +6,10 @@ using UltraGen.Core;
 namespace UltraGen.Ilgpu;
 
 /// <summary>
-/// Pointwise kernels: add, gelu_tanh / silu / sigmoid (forward and backward), modulate and gate_fusion.
+/// Pointwise kernels: add, gelu_tanh / silu / sigmoid (forward and backward), modulate, gate_fusion and gated_residual.
 /// Every kernel is a grid-stride loop (a few groups per multiprocessor, consecutive threads on consecutive elements, so
 /// loads are coalesced); the (B, D) gates and adaLN vectors broadcast over tokens are indexed from the element index.
-/// The parameter gradients that sum over tokens (dshift, dscale, dα, dβ) go to <see cref="IlgpuReductions"/> or to the
+/// The parameter gradients that sum over tokens (dshift, dscale, dgate, dα, dβ) go to <see cref="IlgpuReductions"/> or to the
 /// gate-fusion reduction kernel here: one group per (32-channel block, batch), no atomics.
 /// </summary>
 internal sealed class IlgpuElementwise
@@ -25,6 +25,8 @@ internal sealed class IlgpuElementwise
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _activationBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs> _modulate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs> _modulateBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs> _gatedResidual;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs> _gatedResidualBackward;
     private readonly Action<KernelConfig, GateViews, ArrayView<float>, TokenArgs> _gateFusion;
     private readonly Action<KernelConfig, GateViews, ArrayView<float>, GateGradients, TokenArgs> _gateFusionBackward;
     private readonly Action<KernelConfig, GateViews, ArrayView<float>, GateGradients, TokenArgs> _gateFusionReduce;
@@ -37,6 +39,8 @@ internal sealed class IlgpuElementwise
         _activationBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(ActivationBackwardKernel);
         _modulate = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs>(ModulateKernel);
         _modulateBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs>(ModulateBackwardKernel);
+        _gatedResidual = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs>(GatedResidualKernel);
+        _gatedResidualBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, TokenArgs>(GatedResidualBackwardKernel);
         _gateFusion = accelerator.LoadStreamKernel<GateViews, ArrayView<float>, TokenArgs>(GateFusionKernel);
         _gateFusionBackward = accelerator.LoadStreamKernel<GateViews, ArrayView<float>, GateGradients, TokenArgs>(GateFusionBackwardKernel);
         _gateFusionReduce = accelerator.LoadStreamKernel<GateViews, ArrayView<float>, GateGradients, TokenArgs>(GateFusionReduceKernel);
@@ -113,6 +117,23 @@ internal sealed class IlgpuElementwise
         if (dScale is not null)
             reductions.ColumnSum(IlgpuReductions.SumAB, F32(dy), F32(x), ArrayView<float>.Empty, ArrayView<float>.Empty,
                 F32(dScale), args.Batches, args.Tokens, args.Channels);
+    }
+
+    public void GatedResidual(Tensor x, Tensor y, Tensor gate, Tensor output)
+    {
+        var args = TokenArgs.Of(x);
+        _gatedResidual(_shape.Stride(args.Count), F32(x), F32(y), F32(gate), F32(output), args);
+    }
+
+    /// <summary>dx = dout (a copy), dy = dout·gate (pointwise), dgate = Σ_N dout·y (<see cref="IlgpuReductions.ColumnSum"/>).</summary>
+    public void GatedResidualBackward(Tensor y, Tensor gate, Tensor dOut, Tensor? dx, Tensor? dy, Tensor? dGate, IlgpuReductions reductions)
+    {
+        var args = TokenArgs.Of(y);
+        if (dx is not null) F32(dOut).CopyTo(F32(dx));
+        if (dy is not null) _gatedResidualBackward(_shape.Stride(args.Count), F32(gate), F32(dOut), F32(dy), args);
+        if (dGate is not null)
+            reductions.ColumnSum(IlgpuReductions.SumAB, F32(dOut), F32(y), ArrayView<float>.Empty, ArrayView<float>.Empty,
+                F32(dGate), args.Batches, args.Tokens, args.Channels);
     }
 
     private static GateViews Gates(Tensor local, Tensor hier, Tensor glob, Tensor alpha, Tensor beta) => new()
@@ -204,6 +225,18 @@ internal sealed class IlgpuElementwise
     {
         for (int i = Grid.GlobalIndex.X; i < args.Count; i += Grid.DimX * Group.DimX)
             dx[i] = dy[i] * (1f + scale[args.Vector(i)]);
+    }
+
+    private static void GatedResidualKernel(ArrayView<float> x, ArrayView<float> y, ArrayView<float> gate, ArrayView<float> output, TokenArgs args)
+    {
+        for (int i = Grid.GlobalIndex.X; i < args.Count; i += Grid.DimX * Group.DimX)
+            output[i] = x[i] + gate[args.Vector(i)] * y[i];
+    }
+
+    private static void GatedResidualBackwardKernel(ArrayView<float> gate, ArrayView<float> dOut, ArrayView<float> dy, TokenArgs args)
+    {
+        for (int i = Grid.GlobalIndex.X; i < args.Count; i += Grid.DimX * Group.DimX)
+            dy[i] = dOut[i] * gate[args.Vector(i)];
     }
 
     private static void GateFusionKernel(GateViews g, ArrayView<float> z, TokenArgs args)

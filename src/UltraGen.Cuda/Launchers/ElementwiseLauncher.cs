@@ -14,6 +14,9 @@ namespace UltraGen.Cuda.Launchers;
 /// gate_fusion_fwd_f32(local, hier, glob, alpha, beta, float* z, int batch, long long tokens, int dim)
 /// gate_fusion_bwd_f32(const float* alpha, const float* beta, const float* dz, float* dlocal, float* dhier, float* dglob (nullable), int batch, long long tokens, int dim)
 /// gate_fusion_bwd_gates_f32(local, hier, glob, alpha, beta, dz, float* partialAlpha, float* partialBeta, int batch, long long tokens, int dim, int splits)
+/// gated_residual_fwd_f32(const float* x, const float* y, const float* gate, float* out, int batch, long long tokens, int dim)
+/// gated_residual_bwd_f32(const float* gate, const float* dout, float* dx, float* dy (nullable), int batch, long long tokens, int dim)
+/// gated_residual_bwd_gate_f32(const float* y, const float* dout, float* partialGate, int batch, long long tokens, int dim, int splits)
 /// column_sum_f32(const float* partial, float* out, int splits, int cols, int batches)      block 256, grid (⌈cols/256⌉, batches)
 /// </code>
 /// </summary>
@@ -56,6 +59,22 @@ public sealed class ElementwiseLauncher(LaunchContext context)
                 .Int(batch).Add(tokens).Int(dim).Int(splits));
         if (dAlpha != IntPtr.Zero) ColumnSum(partialAlpha.Pointer, dAlpha, splits, dim, batch);
         if (dBeta != IntPtr.Zero) ColumnSum(partialBeta.Pointer, dBeta, splits, dim, batch);
+    }
+
+    public void GatedResidualForward(IntPtr x, IntPtr y, IntPtr gate, IntPtr output, int batch, long tokens, int dim) =>
+        Flat("gated_residual_fwd_f32", batch * tokens * dim, new KernelArgs().Ptr(x).Ptr(y).Ptr(gate).Ptr(output).Int(batch).Add(tokens).Int(dim));
+
+    /// <summary>dx = dout and dy = gate·dout (elementwise; zero pointers skip them), dgate = Σ_N dout·y (column reduction over tokens).</summary>
+    public void GatedResidualBackward(IntPtr y, IntPtr gate, IntPtr dOut, IntPtr dx, IntPtr dy, IntPtr dGate, int batch, long tokens, int dim)
+    {
+        if (dx != IntPtr.Zero || dy != IntPtr.Zero)
+            Flat("gated_residual_bwd_f32", batch * tokens * dim, new KernelArgs().Ptr(gate).Ptr(dOut).Ptr(dx).Ptr(dy).Int(batch).Add(tokens).Int(dim));
+        if (dGate == IntPtr.Zero) return;
+        int splits = ReductionSplits(tokens);
+        using var partialGate = context.Scratch(4L * batch * splits * dim);
+        context.Launch(Module, "gated_residual_bwd_gate_f32", ReductionGrid(dim, splits, batch), ReductionBlock,
+            new KernelArgs().Ptr(y).Ptr(dOut).Ptr(partialGate.Pointer).Int(batch).Add(tokens).Int(dim).Int(splits));
+        ColumnSum(partialGate.Pointer, dGate, splits, dim, batch);
     }
 
     /// <summary>out[b·cols + c] = Σ_s partial[(b·splits + s)·cols + c], summed in split order (deterministic).</summary>

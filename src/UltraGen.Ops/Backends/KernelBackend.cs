@@ -19,6 +19,7 @@ public abstract class KernelBackend : IBackend
     {
         "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
+        "gated_residual", "patchify", "unpatchify",
     };
 
     private static readonly DType[] s_storageTypes = [DType.F32, DType.BF16, DType.F16];

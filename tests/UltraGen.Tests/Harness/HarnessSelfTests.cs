@@ -100,6 +100,16 @@ public class HarnessSelfTests
     }
 
     [Test]
+    public void A_nan_error_fails_the_tolerance_check()
+    {
+        // A bare Is.LessThanOrEqualTo(tolerance) accepts NaN (NUnit orders NaN below every number).
+        Assert.That(Is.LessThanOrEqualTo(1.0).ApplyTo(double.NaN).IsSuccess, Is.True, "NUnit's ordering of NaN changed; revisit Within");
+        Assert.That(OpHarness.Within(1.0).Resolve().ApplyTo(double.NaN).IsSuccess, Is.False);
+        Assert.That(OpHarness.Within(1.0).Resolve().ApplyTo(0.5).IsSuccess, Is.True);
+        Assert.That(OpHarness.Within(0.0).Resolve().ApplyTo(1e-300).IsSuccess, Is.False);
+    }
+
+    [Test]
     public void A_small_error_exceeds_the_f32_tolerance()
     {
         var op = OpCatalog.Get("linear");

@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using NUnit.Framework.Constraints;
 using UltraGen.Core;
 using UltraGen.Ops;
 using UltraGen.Ops.Backends;
@@ -34,6 +35,12 @@ public static class OpHarness
         // NaN anywhere (an unwritten poisoned element) makes the error NaN, which fails every bound.
         return norm > 1e-300 ? Math.Sqrt(diff / norm) : Math.Sqrt(diff);
     }
+
+    /// <summary>
+    /// error ≤ tolerance and not NaN. NUnit orders NaN below every number (double.CompareTo), so a bare
+    /// Is.LessThanOrEqualTo passes a NaN error — the very signal of an unwritten poisoned output.
+    /// </summary>
+    public static IResolveConstraint Within(double tolerance) => Is.Not.NaN.And.LessThanOrEqualTo(tolerance);
 
     /// <summary>Rounds every input to <paramref name="dtype"/>, so the oracle sees exactly what the backend stores.</summary>
     public static RefArgs Quantize(RefArgs inputs, DType dtype)
@@ -93,7 +100,7 @@ public static class OpHarness
         foreach (var (name, error) in ForwardErrors(backend, op, opCase, dtype))
         {
             TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} '{name}': rel err {error:E3} (tol {tolerance:E1})");
-            Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"output '{name}' relative error");
+            Assert.That(error, Within(tolerance), $"output '{name}' relative error");
         }
     }
 
@@ -121,7 +128,7 @@ public static class OpHarness
         foreach (var (name, error) in BackwardErrors(backend, op, opCase, dtype))
         {
             TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} d'{name}': rel err {error:E3} (tol {tolerance:E1})");
-            Assert.That(error, Is.LessThanOrEqualTo(tolerance), $"gradient of '{name}' relative error");
+            Assert.That(error, Within(tolerance), $"gradient of '{name}' relative error");
         }
     }
 
@@ -168,7 +175,7 @@ public static class OpHarness
         foreach (var (name, error) in errors)
         {
             TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} d'{name}': rel err {error:E3} (tol {op.GradientTolerance:E1})");
-            Assert.That(error, Is.LessThanOrEqualTo(op.GradientTolerance), $"gradient of '{name}' vs finite differences");
+            Assert.That(error, Within(op.GradientTolerance), $"gradient of '{name}' vs finite differences");
         }
     }
 
