@@ -53,7 +53,9 @@ public sealed class TrainingLoop
                 gradients.Add(name, gradient);
                 gradientList.Add(gradient);
             }
-            long completed = startStep, lastCheckpoint = Options.ResumeFrom is null ? -1 : startStep;
+            // The step already saved at CheckpointPath (a cancel before any step need not rewrite it).
+            bool resumedInPlace = Options.ResumeFrom is string from && Path.GetFullPath(from) == Path.GetFullPath(Options.CheckpointPath);
+            long completed = startStep, lastCheckpoint = resumedInPlace ? startStep : -1;
             double? lastLoss = null;
             long endStep = Math.Min(Options.TotalSteps, Options.StopAtStep ?? long.MaxValue);
             var session = Stopwatch.StartNew();
