@@ -174,7 +174,7 @@ public sealed class ModelWeights : IReadOnlyDictionary<string, Tensor>, IDisposa
     /// U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with a = √5), <c>alpha_time_projection</c> weights and all biases 0.
     /// LoRA B follows the 2-D rule unless <paramref name="zeroInitLoraB"/>.
     /// </summary>
-    private static Tensor Initialize(ParameterSpec spec, long seed, bool zeroInitLoraB)
+    public static Tensor Initialize(ParameterSpec spec, long seed, bool zeroInitLoraB)
     {
         var tensor = Tensor.Host(DType.F32, [.. spec.Shape]);
         var values = tensor.HostSpan<float>();

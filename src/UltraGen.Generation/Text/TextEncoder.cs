@@ -54,6 +54,9 @@ public sealed class TextEncoder : IDisposable
         return new TextEncoder(token, position, ownsWeights: true);
     }
 
+    /// <summary>Wraps tables the encoder then owns (disposes), e.g. read from a model file.</summary>
+    public static TextEncoder Owning(Tensor tokenEmbedding, Tensor positionEmbedding) => new(tokenEmbedding, positionEmbedding, ownsWeights: true);
+
     public Tensor TokenEmbedding { get; }
     public Tensor PositionEmbedding { get; }
 

@@ -1,0 +1,251 @@
+using System.Globalization;
+using System.Text.Json;
+using UltraGen.Core;
+using UltraGen.Core.Layout;
+using UltraGen.Core.Safetensors;
+using UltraGen.Generation.Text;
+using UltraGen.Model;
+
+namespace UltraGen.Generation.Pipeline;
+
+/// <summary>The video a model generates natively: frames × height × width pixels, RGB in [−1, 1].</summary>
+public readonly record struct VideoFormat(int Frames, int Height, int Width)
+{
+    public const int Channels = 3;
+
+    public long ElementCount => (long)Channels * Frames * Height * Width;
+
+    public int[] Shape(int batch) => [batch, Channels, Frames, Height, Width];
+
+    public override string ToString() => $"{Frames}×{Height}×{Width}";
+}
+
+/// <summary>
+/// A complete text-to-video model in one safetensors file: the DiT (Wan names, plus UltraGen's in decomposed blocks),
+/// the word-level text encoder (<see cref="TextEncoder"/>), the vocabulary, the configuration and the native video
+/// format. The bundled miniature works in pixel space (no VAE): the DiT's "latent" is the RGB video itself, so
+/// <see cref="ModelConfig.InChannels"/> = <see cref="ModelConfig.OutChannels"/> = 3.
+/// </summary>
+public sealed class VideoModel : IDisposable
+{
+    public const string ConfigKey = "ultragen.video.config";
+    public const string FormatKey = "ultragen.video.format";
+    public const string NotesKey = "ultragen.video.notes";
+
+    private VideoModel(ModelConfig config, VideoFormat format, WordTokenizer tokenizer, TextEncoder textEncoder,
+        Dictionary<string, Tensor> ditWeights, string notes)
+    {
+        Config = config;
+        Format = format;
+        Tokenizer = tokenizer;
+        TextEncoder = textEncoder;
+        DitWeights = ditWeights;
+        Notes = notes;
+    }
+
+    public ModelConfig Config { get; }
+
+    /// <summary>The resolution and length the model was trained at (sampling defaults to it).</summary>
+    public VideoFormat Format { get; }
+
+    public WordTokenizer Tokenizer { get; }
+
+    /// <summary>Owns its two host f32 tables (they are the master weights while training).</summary>
+    public TextEncoder TextEncoder { get; }
+
+    /// <summary>Host f32 DiT weights by checkpoint name (the master weights while training).</summary>
+    public IReadOnlyDictionary<string, Tensor> DitWeights { get; }
+
+    /// <summary>Free text recorded with the weights (how they were trained).</summary>
+    public string Notes { get; set; }
+
+    /// <summary>Every tensor of the model (DiT, then text encoder) by checkpoint name.</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> AllWeights => DitWeights.Concat(TextEncoder.Parameters);
+
+    /// <summary>
+    /// A freshly initialised model: DiT weights from <see cref="ModelWeights.Random"/> with the output head zeroed (the
+    /// untrained model predicts zero velocity, a stable start), a random text encoder over the grammar's vocabulary.
+    /// </summary>
+    public static VideoModel CreateRandom(ModelConfig config, VideoFormat format, long seed)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        if (config.InChannels != VideoFormat.Channels || config.OutChannels != VideoFormat.Channels)
+            throw new ModelConfigException($"a pixel-space video model needs 3 input and output channels, got {config.InChannels}/{config.OutChannels}");
+        var tokenizer = WordTokenizer.FromGrammar();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        using (var random = ModelWeights.Random(config, seed))
+            foreach (var (name, tensor) in random)
+            {
+                var copy = Tensor.Host(DType.F32, tensor.ShapeArray);
+                tensor.HostSpan<float>().CopyTo(copy.HostSpan<float>());
+                if (name.StartsWith("head.head.", StringComparison.Ordinal)) copy.HostSpan<float>().Clear();
+                weights[name] = copy;
+            }
+        var encoder = TextEncoder.CreateRandom(tokenizer.VocabularySize, config.TextLen, config.TextDim, seed);
+        return new VideoModel(config, format, tokenizer, encoder, weights, "");
+    }
+
+    /// <summary>
+    /// This model with a new configuration and format: every tensor both configurations have is copied; UltraGen tensors
+    /// of newly decomposed blocks are initialised as spec §1.7 (LoRA B zeroed when <paramref name="zeroInitLoraB"/>), so
+    /// a low-resolution base becomes the starting point of the UltraGen fine-tune.
+    /// </summary>
+    public VideoModel WithConfig(ModelConfig config, VideoFormat format, long initSeed, bool zeroInitLoraB = true)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var spec in ParameterCatalog.List(config))
+        {
+            if (DitWeights.TryGetValue(spec.Name, out var existing))
+            {
+                if (!existing.Shape.SequenceEqual(spec.Shape.AsSpan()))
+                    throw new ModelConfigException($"'{spec.Name}' is {Shape.Format(existing.Shape)} here but {Shape.Format(spec.Shape.AsSpan())} in the new configuration");
+                var copy = Tensor.Host(DType.F32, existing.ShapeArray);
+                existing.HostSpan<float>().CopyTo(copy.HostSpan<float>());
+                weights[spec.Name] = copy;
+            }
+            else if (spec.IsUltraGen) weights[spec.Name] = ModelWeights.Initialize(spec, initSeed, zeroInitLoraB);
+            else throw new ModelConfigException($"the new configuration needs base parameter '{spec.Name}', which this model lacks");
+        }
+        var token = Clone(TextEncoder.TokenEmbedding);
+        var position = Clone(TextEncoder.PositionEmbedding);
+        return new VideoModel(config, format, Tokenizer, TextEncoder.Owning(token, position), weights, Notes);
+    }
+
+    private static Tensor Clone(Tensor source)
+    {
+        var copy = Tensor.Host(DType.F32, source.ShapeArray);
+        source.HostSpan<float>().CopyTo(copy.HostSpan<float>());
+        return copy;
+    }
+
+    /// <summary>Writes every tensor (f32) and the metadata atomically.</summary>
+    public void Save(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var metadata = new Dictionary<string, string>(ModelWeights.MetadataOf(Config))
+        {
+            [ConfigKey] = ConfigJson.Write(Config),
+            [FormatKey] = string.Create(CultureInfo.InvariantCulture, $"{Format.Frames}x{Format.Height}x{Format.Width}"),
+            [WordTokenizer.MetadataKey] = Tokenizer.Serialize(),
+            [NotesKey] = Notes,
+        };
+        SafetensorsWriter.Write(path, AllWeights.ToList(), metadata);
+    }
+
+    /// <summary>
+    /// Loads a model written by <see cref="Save"/>. Every tensor the configuration needs must be present with its shape,
+    /// and nothing else may be: one <see cref="VideoModelFormatException"/> lists every problem.
+    /// </summary>
+    public static VideoModel Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new VideoModelFormatException(path, "the file does not exist");
+        using var file = SafetensorsFile.Open(path);
+        string Meta(string key) => file.Metadata.TryGetValue(key, out var value)
+            ? value : throw new VideoModelFormatException(path, $"metadata '{key}' is missing: this is not a video model written by UltraGen.Kernels");
+        var config = ConfigJson.Read(Meta(ConfigKey), path);
+        var format = ParseFormat(Meta(FormatKey), path);
+        var tokenizer = WordTokenizer.Deserialize(Meta(WordTokenizer.MetadataKey));
+        string notes = file.Metadata.TryGetValue(NotesKey, out var n) ? n : "";
+
+        var expected = ParameterCatalog.List(config).Select(s => (s.Name, Shape: s.Shape.ToArray())).ToList();
+        expected.Add((TextEncoder.TokenEmbeddingName, [tokenizer.VocabularySize, config.TextDim]));
+        expected.Add((TextEncoder.PositionEmbeddingName, [config.TextLen, config.TextDim]));
+        var problems = new List<string>();
+        foreach (var (name, shape) in expected)
+        {
+            if (!file.TryGetInfo(name, out var info)) problems.Add($"missing '{name}' {Shape.Format(shape)}");
+            else if (!info.ShapeSpan.SequenceEqual(shape)) problems.Add($"'{name}' is {Shape.Format(info.ShapeSpan)}, expected {Shape.Format(shape)}");
+        }
+        var expectedNames = expected.Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+        problems.AddRange(file.Names.Where(name => !expectedNames.Contains(name)).Select(name => $"unexpected '{name}'"));
+        if (problems.Count > 0) throw new VideoModelFormatException(path, string.Join("; ", problems));
+
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var (name, _) in expected.Take(expected.Count - 2)) weights[name] = file.ReadTensor(name, DType.F32);
+            var encoder = TextEncoder.Owning(file.ReadTensor(TextEncoder.TokenEmbeddingName, DType.F32),
+                file.ReadTensor(TextEncoder.PositionEmbeddingName, DType.F32));
+            return new VideoModel(config, format, tokenizer, encoder, weights, notes);
+        }
+        catch
+        {
+            foreach (var tensor in weights.Values) tensor.Dispose();
+            throw;
+        }
+    }
+
+    private static VideoFormat ParseFormat(string text, string path)
+    {
+        var parts = text.Split('x');
+        if (parts.Length == 3 && parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0))
+            return new VideoFormat(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture),
+                int.Parse(parts[2], CultureInfo.InvariantCulture));
+        throw new VideoModelFormatException(path, $"format '{text}' is not frames×height×width (e.g. 8x64x64)");
+    }
+
+    /// <summary>Token ids (batch, textLen) of the prompts; an empty prompt is all padding (the unconditional context).</summary>
+    public int[] Tokenize(IReadOnlyList<string> prompts)
+    {
+        var ids = new int[prompts.Count * Config.TextLen];
+        for (int b = 0; b < prompts.Count; b++)
+            Tokenizer.Encode(prompts[b], Config.TextLen).CopyTo(ids, b * Config.TextLen);
+        return ids;
+    }
+
+    public void Dispose()
+    {
+        foreach (var tensor in DitWeights.Values) tensor.Dispose();
+        TextEncoder.Dispose();
+    }
+}
+
+/// <summary>A video model file that cannot be used, with the file and every problem named.</summary>
+public sealed class VideoModelFormatException(string path, string problem) : UltraGenException($"{path}: {problem}")
+{
+    public string FilePath { get; } = path;
+}
+
+/// <summary>The <see cref="ModelConfig"/> fields a video model file records, as JSON.</summary>
+internal static class ConfigJson
+{
+    private sealed record Dto(int Dim, int FfnDim, int FreqDim, int TextDim, int TextLen, int Heads, int Layers, int InChannels, int OutChannels,
+        int[] Patch, double Eps, string FullAttentionBlocks, int WindowBase, int LoraRank, bool GlobalKUsesWq, string WindowMode);
+
+    public static string Write(ModelConfig c) => JsonSerializer.Serialize(new Dto(c.Dim, c.FfnDim, c.FreqDim, c.TextDim, c.TextLen, c.Heads, c.Layers,
+        c.InChannels, c.OutChannels, [c.Patch.T, c.Patch.H, c.Patch.W], c.Eps, c.FullAttentionBlocks.ToString(), c.WindowBase, c.LoraRank,
+        c.GlobalKUsesWq, c.WindowMode.ToString()));
+
+    public static ModelConfig Read(string json, string path)
+    {
+        Dto dto;
+        try
+        {
+            dto = JsonSerializer.Deserialize<Dto>(json) ?? throw new JsonException("null");
+        }
+        catch (JsonException e)
+        {
+            throw new VideoModelFormatException(path, $"config metadata is not valid: {e.Message}");
+        }
+        if (dto.Patch is not { Length: 3 }) throw new VideoModelFormatException(path, "config metadata: patch must have 3 entries");
+        if (!Enum.TryParse<WindowMode>(dto.WindowMode, out var mode)) throw new VideoModelFormatException(path, $"config metadata: unknown window mode '{dto.WindowMode}'");
+        try
+        {
+            return new ModelConfig
+            {
+                Dim = dto.Dim, FfnDim = dto.FfnDim, FreqDim = dto.FreqDim, TextDim = dto.TextDim, TextLen = dto.TextLen, Heads = dto.Heads,
+                Layers = dto.Layers, InChannels = dto.InChannels, OutChannels = dto.OutChannels, Patch = new PatchSize(dto.Patch[0], dto.Patch[1], dto.Patch[2]),
+                Eps = dto.Eps, FullAttentionBlocks = BlockSet.Parse(dto.FullAttentionBlocks), WindowBase = dto.WindowBase,
+                LoraRank = dto.LoraRank, GlobalKUsesWq = dto.GlobalKUsesWq, WindowMode = mode,
+            }.Validate();
+        }
+        catch (Exception e) when (e is ModelConfigException or FormatException)
+        {
+            throw new VideoModelFormatException(path, $"config metadata: {e.Message}");
+        }
+    }
+}
