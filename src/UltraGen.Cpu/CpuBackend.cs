@@ -18,7 +18,7 @@ public sealed class CpuBackend : HostKernelBackend
     /// <summary>Primitives with a Cpu kernel; the rest report themselves unsupported (skipped by the harness, never faked).</summary>
     private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal)
     {
-        "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
+        "add", "bilinear_resize", "cross_attention", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
     };
 
@@ -50,6 +50,9 @@ public sealed class CpuBackend : HostKernelBackend
             case "window_attention":
                 CpuWindowAttention.Forward(inputs["q"], inputs["k"], inputs["v"], outputs["o"], parameters.GetInt("heads"),
                     WindowAttentionOp.LayoutFor(GridOf(inputs["q"]), parameters), parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
+                break;
+            case "cross_attention":
+                CpuCrossAttention.Forward(inputs["q"], inputs["k"], inputs["v"], outputs["o"], parameters.GetInt("heads"));
                 break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no forward kernel for '{op.Name}'");
@@ -106,6 +109,10 @@ public sealed class CpuBackend : HostKernelBackend
                     inputGradients.GetValueOrDefault("q"), inputGradients.GetValueOrDefault("k"), inputGradients.GetValueOrDefault("v"),
                     parameters.GetInt("heads"), WindowAttentionOp.LayoutFor(GridOf(inputs["q"]), parameters),
                     parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
+                break;
+            case "cross_attention":
+                CpuCrossAttention.Backward(inputs["q"], inputs["k"], inputs["v"], outputGradients["o"], inputGradients.GetValueOrDefault("q"),
+                    inputGradients.GetValueOrDefault("k"), inputGradients.GetValueOrDefault("v"), parameters.GetInt("heads"));
                 break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no backward kernel for '{op.Name}'");
