@@ -45,6 +45,7 @@ internal sealed class IlgpuDevice : IDisposable
     public IlgpuSpatial Spatial { get; }
     public IlgpuTimestep Timestep { get; }
     public IlgpuWindowAttention WindowAttention { get; }
+    public IlgpuCrossAttention CrossAttention { get; }
 
     public IlgpuDevice()
     {
@@ -74,6 +75,7 @@ internal sealed class IlgpuDevice : IDisposable
             Spatial = new IlgpuSpatial(Accelerator, Shape);
             Timestep = new IlgpuTimestep(Accelerator, Shape);
             WindowAttention = new IlgpuWindowAttention(Accelerator);
+            CrossAttention = new IlgpuCrossAttention(Accelerator, Reductions);
         }
         catch
         {
@@ -140,7 +142,7 @@ public sealed class IlgpuBackend : KernelBackend
     /// <summary>Primitives with an ILGPU kernel; window_attention joins when IlgpuWindowAttention lands.</summary>
     private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal)
     {
-        "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
+        "add", "bilinear_resize", "cross_attention", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
     };
 
@@ -261,6 +263,10 @@ public sealed class IlgpuBackend : KernelBackend
                         parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
                     break;
                 }
+                case "cross_attention":
+                    d.CrossAttention.Forward(F32(inputs["q"]), F32(inputs["k"]), F32(inputs["v"]), F32(outputs["o"]), inputs["q"].Dim(0),
+                        inputs["q"].Dim(1), inputs["k"].Dim(1), parameters.GetInt("heads"), inputs["q"].Dim(2) / parameters.GetInt("heads"));
+                    break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no forward kernel for '{op.Name}'");
             }
@@ -325,6 +331,11 @@ public sealed class IlgpuBackend : KernelBackend
                         parameters.GetBool("rope", true), parameters.GetDouble("rope_theta", 10000));
                     break;
                 }
+                case "cross_attention":
+                    d.CrossAttention.Backward(F32(inputs["q"]), F32(inputs["k"]), F32(inputs["v"]), F32(dy), F32OrEmpty(Wanted("q")),
+                        F32OrEmpty(Wanted("k")), F32OrEmpty(Wanted("v")), inputs["q"].Dim(0), inputs["q"].Dim(1), inputs["k"].Dim(1),
+                        parameters.GetInt("heads"), inputs["q"].Dim(2) / parameters.GetInt("heads"));
+                    break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no backward kernel for '{op.Name}'");
             }
