@@ -83,6 +83,35 @@ UG_HD UgGrid ug_attn_preprocess_grid(long long rows) {
     return g;
 }
 
+// ---- cross-attention (N queries over L keys per (batch, head); the f32 attention tiles and shared-memory layouts above) --
+// grid.x = query tiles (fwd, dq) or key tiles × splits (dkdv, split fastest), grid.y = heads, grid.z = batch.
+enum {
+    UG_CROSS_ATTN_MAX_SPLITS = 64,           // query chunks per dkdv key tile
+    UG_CROSS_ATTN_MAX_PARTIAL = 1 << 25,     // floats of dK (and of dV) partials at most: splits·B·L·C
+};
+
+UG_HD UgGrid ug_cross_attn_grid(long long rows, int heads, int batch, int block, int splits) {
+    UgGrid g;
+    g.x = (unsigned)(ug_cdiv(rows, block) * splits);
+    g.y = (unsigned)heads;
+    g.z = (unsigned)batch;
+    return g;
+}
+
+// dkdv splits: L is short and N long, so one block per key tile walking all N queries would leave the GPU idle. Each key
+// tile's query tiles are cut into `splits` chunks (split s: tiles [s·T/splits, (s+1)·T/splits) of T = ⌈N/32⌉), enough for
+// about targetBlocks blocks, at most one per query tile, UG_CROSS_ATTN_MAX_SPLITS, and UG_CROSS_ATTN_MAX_PARTIAL floats.
+UG_HD int ug_cross_attn_splits(int batch, long long queries, long long keys, int heads, int headDim, int targetBlocks) {
+    const long long kvBlocks = ug_cdiv(keys, UG_ATTN_F32_BLOCK) * heads * batch;
+    long long s = ug_cdiv(targetBlocks, kvBlocks < 1 ? 1 : kvBlocks);
+    const long long queryTiles = ug_cdiv(queries, UG_ATTN_F32_BLOCK);
+    long long byMemory = (long long)UG_CROSS_ATTN_MAX_PARTIAL / ((long long)batch * keys * heads * headDim);
+    if (s > queryTiles) s = queryTiles;
+    if (s > UG_CROSS_ATTN_MAX_SPLITS) s = UG_CROSS_ATTN_MAX_SPLITS;
+    if (s > byMemory) s = byMemory;
+    return (int)(s < 1 ? 1 : s);
+}
+
 // ---- memory-bound kernels -----------------------------------------------------------------------------------------
 enum {
     UG_EW_THREADS = 256,        // 1-D elementwise kernels

@@ -18,7 +18,7 @@ public sealed class CpuBackend : HostKernelBackend
     /// <summary>Primitives with a Cpu kernel; the rest report themselves unsupported (skipped by the harness, never faked).</summary>
     private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal)
     {
-        "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
+        "add", "bilinear_resize", "cross_attention", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
         "gated_residual", "patchify", "unpatchify",
     };
@@ -55,6 +55,9 @@ public sealed class CpuBackend : HostKernelBackend
             case "gated_residual": CpuElementwise.GatedResidualForward(inputs["x"], inputs["y"], inputs["gate"], outputs["out"]); break;
             case "patchify": CpuDitLayout.Patchify(inputs["video"], outputs["tokens"], PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name)); break;
             case "unpatchify": CpuDitLayout.Unpatchify(inputs["tokens"], outputs["video"], PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name)); break;
+            case "cross_attention":
+                CpuCrossAttention.Forward(inputs["q"], inputs["k"], inputs["v"], outputs["o"], parameters.GetInt("heads"));
+                break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no forward kernel for '{op.Name}'");
         }
@@ -122,6 +125,10 @@ public sealed class CpuBackend : HostKernelBackend
             case "unpatchify":
                 if (inputGradients.TryGetValue("tokens", out var dTokens))
                     CpuDitLayout.Patchify(outputGradients["video"], dTokens, PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name));
+                break;
+            case "cross_attention":
+                CpuCrossAttention.Backward(inputs["q"], inputs["k"], inputs["v"], outputGradients["o"], inputGradients.GetValueOrDefault("q"),
+                    inputGradients.GetValueOrDefault("k"), inputGradients.GetValueOrDefault("v"), parameters.GetInt("heads"));
                 break;
             default:
                 throw new UnsupportedConfigurationException($"cpu backend: no backward kernel for '{op.Name}'");

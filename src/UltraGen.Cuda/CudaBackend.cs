@@ -30,6 +30,7 @@ public sealed class CudaBackend : KernelBackend
         ["bilinear_resize"] = SpatialLauncher.Module,
         ["timestep_embedding"] = TimestepLauncher.Module,
         ["window_attention"] = WindowAttentionLauncher.Module,
+        ["cross_attention"] = CrossAttentionLauncher.Module,
         ["linear"] = "cublas",
         ["gated_residual"] = ElementwiseLauncher.Module, ["patchify"] = PatchifyLauncher.Module, ["unpatchify"] = PatchifyLauncher.Module,
     };
@@ -40,6 +41,7 @@ public sealed class CudaBackend : KernelBackend
         [NormsLauncher.Module] = [ElementwiseLauncher.Module],
         [SpatialLauncher.Module] = [ElementwiseLauncher.Module],
         [WindowAttentionLauncher.Module] = [WindowAttentionLauncher.BackwardModule],
+        [CrossAttentionLauncher.Module] = [WindowAttentionLauncher.BackwardModule, ElementwiseLauncher.Module],
     };
 
     private readonly CudaDevice _device;
@@ -53,6 +55,7 @@ public sealed class CudaBackend : KernelBackend
     private readonly ConvertLauncher _convert;
     private readonly WindowAttentionLauncher _attention;
     private readonly PatchifyLauncher _patchify;
+    private readonly CrossAttentionLauncher _crossAttention;
     private readonly Lazy<Cublas> _cublas;
     private readonly Dictionary<(string Kind, long Size, double Theta, int Extra), CudaStorage> _constants = [];
 
@@ -70,6 +73,7 @@ public sealed class CudaBackend : KernelBackend
         _convert = new ConvertLauncher(_context);
         _attention = new WindowAttentionLauncher(_context);
         _patchify = new PatchifyLauncher(_context);
+        _crossAttention = new CrossAttentionLauncher(_context, _elementwise);
         _cublas = new Lazy<Cublas>(() =>
         {
             _device.MakeCurrent();
@@ -123,6 +127,8 @@ public sealed class CudaBackend : KernelBackend
         {
             case "window_attention":
                 return WindowAttentionLauncher.Limitation(inputShapes["q"][4] / parameters.GetInt("heads"));
+            case "cross_attention":
+                return CrossAttentionLauncher.Limitation(inputShapes["q"][2] / parameters.GetInt("heads"));
             case "wan_self_attention":
             case "ultragen_self_attention":
                 return WindowAttentionLauncher.Limitation(inputShapes["x"][2] / parameters.GetInt("heads"));
@@ -227,6 +233,13 @@ public sealed class CudaBackend : KernelBackend
         int heads = parameters.GetInt("heads");
         var layout = WindowAttentionOp.LayoutFor(new Core.Layout.Grid3(q.Dim(1), q.Dim(2), q.Dim(3)), parameters);
         return new WindowAttentionLauncher.Shape(q.Dim(0), heads, q.Dim(4) / heads, WindowLayoutParams.From(layout));
+    }
+
+    private static CrossAttentionLauncher.Shape CrossShape(IReadOnlyDictionary<string, Tensor> inputs, OpParams parameters)
+    {
+        var (q, k) = (inputs["q"], inputs["k"]);
+        int heads = parameters.GetInt("heads");
+        return new CrossAttentionLauncher.Shape(q.Dim(0), q.Dim(1), k.Dim(1), heads, q.Dim(2) / heads);
     }
 
     protected override bool TryForwardNative(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputs, OpParams parameters)
@@ -337,6 +350,9 @@ public sealed class CudaBackend : KernelBackend
                     Rope(parameters, shape.HeadDim, shape.Layout));
                 break;
             }
+            case "cross_attention":
+                _crossAttention.Forward(Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(y), IntPtr.Zero, CrossShape(inputs, parameters));
+                break;
             case "linear":
                 LinearForward(inputs["x"], inputs["weight"], inputs.GetValueOrDefault("bias"), y);
                 break;
@@ -415,6 +431,10 @@ public sealed class CudaBackend : KernelBackend
                 break;
             case "window_attention":
                 AttentionBackward(DType.F32, inputs, outputGradients, inputGradients, parameters, AttentionShape(inputs["q"], parameters));
+                break;
+            case "cross_attention":
+                _crossAttention.Backward(Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(dy), Grad("q"), Grad("k"), Grad("v"),
+                    CrossShape(inputs, parameters));
                 break;
             case "linear":
                 LinearBackward(inputs["x"], inputs["weight"], dy, inputGradients.GetValueOrDefault("x"), inputGradients.GetValueOrDefault("weight"),

@@ -46,6 +46,7 @@ internal sealed class IlgpuDevice : IDisposable
     public IlgpuTimestep Timestep { get; }
     public IlgpuWindowAttention WindowAttention { get; }
     public IlgpuDitLayout DitLayout { get; }
+    public IlgpuCrossAttention CrossAttention { get; }
 
     public IlgpuDevice()
     {
@@ -76,6 +77,7 @@ internal sealed class IlgpuDevice : IDisposable
             Timestep = new IlgpuTimestep(Accelerator, Shape);
             WindowAttention = new IlgpuWindowAttention(Accelerator);
             DitLayout = new IlgpuDitLayout(Accelerator, Shape);
+            CrossAttention = new IlgpuCrossAttention(Accelerator, Reductions);
         }
         catch
         {
@@ -142,7 +144,7 @@ public sealed class IlgpuBackend : KernelBackend
     /// <summary>Primitives with an ILGPU kernel; window_attention joins when IlgpuWindowAttention lands.</summary>
     private static readonly HashSet<string> s_kernels = new(StringComparer.Ordinal)
     {
-        "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
+        "add", "bilinear_resize", "cross_attention", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
         "gated_residual", "patchify", "unpatchify",
     };
@@ -267,6 +269,10 @@ public sealed class IlgpuBackend : KernelBackend
                 case "gated_residual": d.Elementwise.GatedResidual(inputs["x"], inputs["y"], inputs["gate"], outputs["out"]); break;
                 case "patchify": d.DitLayout.Patchify(inputs["video"], outputs["tokens"], PatchLayout.OfVideo(inputs["video"].ShapeArray, parameters, op.Name)); break;
                 case "unpatchify": d.DitLayout.Unpatchify(inputs["tokens"], outputs["video"], PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name)); break;
+                case "cross_attention":
+                    d.CrossAttention.Forward(F32(inputs["q"]), F32(inputs["k"]), F32(inputs["v"]), F32(outputs["o"]), inputs["q"].Dim(0),
+                        inputs["q"].Dim(1), inputs["k"].Dim(1), parameters.GetInt("heads"), inputs["q"].Dim(2) / parameters.GetInt("heads"));
+                    break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no forward kernel for '{op.Name}'");
             }
@@ -339,6 +345,11 @@ public sealed class IlgpuBackend : KernelBackend
                     break;
                 case "unpatchify":
                     if (Wanted("tokens") is { } dTokens) d.DitLayout.Patchify(dy, dTokens, PatchLayout.OfTokens(inputs["tokens"].ShapeArray, parameters, op.Name));
+                    break;
+                case "cross_attention":
+                    d.CrossAttention.Backward(F32(inputs["q"]), F32(inputs["k"]), F32(inputs["v"]), F32(dy), F32OrEmpty(Wanted("q")),
+                        F32OrEmpty(Wanted("k")), F32OrEmpty(Wanted("v")), inputs["q"].Dim(0), inputs["q"].Dim(1), inputs["k"].Dim(1),
+                        parameters.GetInt("heads"), inputs["q"].Dim(2) / parameters.GetInt("heads"));
                     break;
                 default:
                     throw new UnsupportedConfigurationException($"ilgpu backend: no backward kernel for '{op.Name}'");

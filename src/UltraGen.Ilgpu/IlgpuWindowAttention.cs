@@ -80,7 +80,7 @@ public sealed class IlgpuWindowAttention : IDisposable
             IlgpuWindowAttentionKernels.RowDot);
         _rowDotKernel(stream, checked((int)rows), dO, oScratch.View, rowDot.View, heads, headDim);
 
-        int threads = GroupSize();
+        int threads = GroupSize(_accelerator);
         if (wantK || wantV)
         {
             var (br, bc) = KeyValueTiles(headDim);
@@ -131,15 +131,16 @@ public sealed class IlgpuWindowAttention : IDisposable
     internal static int QueryFloats(int d, int br, int bc) => 3 * br * d + 2 * bc * d + br * bc + 3 * br;
 
     /// <summary>Forward (Br, Bc): the fitting pair with the largest smaller side, then the largest Br.</summary>
-    internal static (int Br, int Bc) ForwardTiles(int d) => Pick(d, ForwardFloats, ownIsRows: true);
+    /// <remarks>The tile pickers serve every ILGPU attention op with these shared-memory layouts (<paramref name="op"/> names it in errors).</remarks>
+    internal static (int Br, int Bc) ForwardTiles(int d, string op = "window_attention") => Pick(d, ForwardFloats, ownIsRows: true, op);
 
     /// <summary>dK/dV (Br, Bc): the fitting pair with the largest smaller side, then the largest Bc (the group's own keys).</summary>
-    internal static (int Br, int Bc) KeyValueTiles(int d) => Pick(d, KeyValueFloats, ownIsRows: false);
+    internal static (int Br, int Bc) KeyValueTiles(int d, string op = "window_attention") => Pick(d, KeyValueFloats, ownIsRows: false, op);
 
     /// <summary>dQ (Br, Bc): the fitting pair with the largest smaller side, then the largest Br.</summary>
-    internal static (int Br, int Bc) QueryTiles(int d) => Pick(d, QueryFloats, ownIsRows: true);
+    internal static (int Br, int Bc) QueryTiles(int d, string op = "window_attention") => Pick(d, QueryFloats, ownIsRows: true, op);
 
-    private static (int Br, int Bc) Pick(int d, Func<int, int, int, int> floats, bool ownIsRows)
+    private static (int Br, int Bc) Pick(int d, Func<int, int, int, int> floats, bool ownIsRows, string op)
     {
         (int Br, int Bc) best = (0, 0);
         int bestMin = 0, bestOwn = 0;
@@ -152,15 +153,16 @@ public sealed class IlgpuWindowAttention : IDisposable
             }
         if (bestMin == 0)
             throw new UnsupportedConfigurationException(
-                $"ilgpu window_attention: head dim {d} does not fit the {SharedMemoryBudgetBytes / 1024} KB shared-memory budget");
+                $"ilgpu {op}: head dim {d} does not fit the {SharedMemoryBudgetBytes / 1024} KB shared-memory budget");
         return best;
     }
 
-    private int GroupSize()
+    /// <summary>The attention kernels' group size on <paramref name="accelerator"/>: 128 threads, or fewer where the accelerator caps groups.</summary>
+    internal static int GroupSize(Accelerator accelerator)
     {
-        int max = _accelerator.MaxNumThreadsPerGroup;
+        int max = accelerator.MaxNumThreadsPerGroup;
         int threads = Math.Min(PreferredGroupSize, max);
-        int warp = _accelerator.WarpSize;
+        int warp = accelerator.WarpSize;
         if (warp > 0 && threads >= warp) threads -= threads % warp;
         return Math.Max(1, threads);
     }
@@ -175,7 +177,7 @@ public sealed class IlgpuWindowAttention : IDisposable
         p.FlagA = writeStats ? 1 : 0;
         _forwardKernel ??= _accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, WindowAttentionParams>(IlgpuWindowAttentionKernels.Forward);
-        var config = new KernelConfig(Groups(batch, heads, layout, p.Tiles), GroupSize(),
+        var config = new KernelConfig(Groups(batch, heads, layout, p.Tiles), GroupSize(_accelerator),
             SharedMemoryConfig.RequestDynamic<float>(ForwardFloats(headDim, br, bc)));
         _forwardKernel(_accelerator.DefaultStream, config, q, k, v, o, stats, table, p);
     }

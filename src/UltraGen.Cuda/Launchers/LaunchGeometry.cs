@@ -54,6 +54,28 @@ public static class LaunchGeometry
     public static int AttentionBf16DqSmem(int headDim) =>
         (2 * AttentionBf16BlockM + 2 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
 
+    // ---- cross-attention (launch.cuh: ug_cross_attn_*) ----
+    public const int CrossAttentionMaxSplits = 64;
+    public const long CrossAttentionMaxPartial = 1L << 25;
+
+    /// <summary>ug_cross_attn_grid with the f32 tile: (⌈rows/32⌉·splits, heads, batch); rows = N (fwd, dq) or L (dkdv).</summary>
+    public static Dim3 CrossAttentionGrid(long rows, int heads, int batch, int splits) =>
+        new(checked((int)(CeilDiv(rows, AttentionF32Block) * splits)), heads, batch);
+
+    /// <summary>
+    /// ug_cross_attn_splits: query chunks per dK/dV key tile, about <paramref name="targetBlocks"/> blocks in all, at most one
+    /// per 32-query tile, <see cref="CrossAttentionMaxSplits"/>, and <see cref="CrossAttentionMaxPartial"/> floats of partials.
+    /// </summary>
+    public static int CrossAttentionSplits(int batch, long queries, long keys, int heads, int headDim, int targetBlocks)
+    {
+        long keyValueBlocks = CeilDiv(keys, AttentionF32Block) * heads * batch;
+        long splits = CeilDiv(targetBlocks, Math.Max(1, keyValueBlocks));
+        splits = Math.Min(splits, CeilDiv(queries, AttentionF32Block));
+        splits = Math.Min(splits, CrossAttentionMaxSplits);
+        splits = Math.Min(splits, CrossAttentionMaxPartial / ((long)batch * keys * heads * headDim));
+        return (int)Math.Max(1, splits);
+    }
+
     /// <summary>Backward preprocess: one warp per (batch, token, head) row, 8 rows per 256-thread block.</summary>
     public static Dim3 AttentionPreprocessGrid(long rows) => new(checked((int)CeilDiv(rows, 8)));
 

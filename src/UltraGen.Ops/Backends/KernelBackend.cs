@@ -17,7 +17,7 @@ public abstract class KernelBackend : IBackend
     /// <summary>Ops every kernel backend implements directly; everything else in the catalogue is a composite of these.</summary>
     public static readonly IReadOnlySet<string> PrimitiveOps = new HashSet<string>(StringComparer.Ordinal)
     {
-        "add", "bilinear_resize", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
+        "add", "bilinear_resize", "cross_attention", "depthwise_conv2d", "depthwise_conv3d", "gate_fusion", "gelu_tanh", "layer_norm",
         "linear", "modulate", "rms_norm", "sigmoid", "silu", "timestep_embedding", "window_attention",
         "gated_residual", "patchify", "unpatchify",
     };

@@ -29,15 +29,15 @@ public class AttentionOpsTests
         return max;
     }
 
-    /// <summary>Textbook attention on n tokens of one head: softmax(q·kᵀ/√d)·v, rows as arrays.</summary>
+    /// <summary>Textbook attention of n queries over l keys of one head: softmax(q·kᵀ/√d)·v, rows as arrays.</summary>
     private static double[][] PlainAttention(double[][] q, double[][] k, double[][] v)
     {
-        int n = q.Length, d = q[0].Length;
+        int n = q.Length, l = k.Length, d = q[0].Length;
         var o = new double[n][];
         for (int i = 0; i < n; i++)
         {
-            var logits = new double[n];
-            for (int j = 0; j < n; j++)
+            var logits = new double[l];
+            for (int j = 0; j < l; j++)
             {
                 double dot = 0;
                 for (int c = 0; c < d; c++) dot += q[i][c] * k[j][c];
@@ -47,7 +47,7 @@ public class AttentionOpsTests
             var weights = logits.Select(l => Math.Exp(l - max)).ToArray();
             double sum = weights.Sum();
             o[i] = new double[d];
-            for (int j = 0; j < n; j++)
+            for (int j = 0; j < l; j++)
                 for (int c = 0; c < d; c++) o[i][c] += weights[j] / sum * v[j][c];
         }
         return o;
@@ -350,6 +350,88 @@ public class AttentionOpsTests
         Assert.DoesNotThrow(() => op.OutputShapes(shapes, OpParams.Of(("heads", 1), ("windows", 2), ("ragged", true))));
         Assert.Throws<OpParameterException>(() => op.OutputShapes(shapes, OpParams.Of(("heads", 1), ("windows", 0))));
         Assert.Throws<ShapeMismatchException>(() => op.OutputShapes(shapes, OpParams.Of(("heads", 3))));
+    }
+
+    // ---------------------------------------------------------------- cross_attention
+
+    [TestCase(1, 7, 5, 2, 4)]
+    [TestCase(2, 3, 70, 1, 6)]
+    [TestCase(2, 9, 1, 3, 5)]
+    public void Cross_attention_is_plain_attention_per_batch_and_head(int batch, int queries, int keys, int heads, int headDim)
+    {
+        var random = new Random(batch * 1000 + queries * 100 + keys * 10 + heads);
+        int channels = heads * headDim;
+        var q = Random(random, batch, queries, channels);
+        var k = Random(random, batch, keys, channels);
+        var v = Random(random, batch, keys, channels);
+        var o = CrossAttentionOp.Forward(q, k, v, heads);
+        var viaOp = OpRunner.Forward(OpCatalog.Get("cross_attention"), new RefArgs { ["q"] = q, ["k"] = k, ["v"] = v },
+            OpParams.Of(("heads", heads))).Get("o");
+        Assert.That(viaOp.Data, Is.EqualTo(o.Data));
+
+        double[][] Rows(RefTensor x, int b, int head) => Enumerable.Range(0, x.Dim(1))
+            .Select(i => x.Data.AsSpan((b * x.Dim(1) + i) * channels + head * headDim, headDim).ToArray()).ToArray();
+        for (int b = 0; b < batch; b++)
+            for (int head = 0; head < heads; head++)
+            {
+                var expected = PlainAttention(Rows(q, b, head), Rows(k, b, head), Rows(v, b, head));
+                var actual = Rows(o, b, head);
+                for (int i = 0; i < queries; i++)
+                    Assert.That(MaxAbsDiff(actual[i], expected[i]), Is.LessThan(Tight), $"batch {b} head {head} query {i}");
+            }
+    }
+
+    [Test]
+    public void Cross_attention_over_the_queries_themselves_is_full_window_attention_without_rope()
+    {
+        // With L = N, cross-attention of (B, N, C) is window_attention on the (B, 1, 1, N, C) grid, one window, no RoPE:
+        // forward and all three gradients.
+        var random = new Random(31);
+        int batch = 2, n = 6, heads = 2, channels = 10;
+        var q = Random(random, batch, n, channels);
+        var k = Random(random, batch, n, channels);
+        var v = Random(random, batch, n, channels);
+        var dO = Random(random, batch, n, channels);
+        var layout = WindowLayout.Divisible(new Grid3(1, 1, n), 1);
+        RefTensor Video(RefTensor x) => x.Reshape(batch, 1, 1, n, channels);
+        var o = CrossAttentionOp.Forward(q, k, v, heads);
+        Assert.That(MaxAbsDiff(o.Data, WindowAttentionOp.Forward(Video(q), Video(k), Video(v), heads, layout, rope: false).Data),
+            Is.LessThan(Tight));
+        var cross = CrossAttentionOp.Backward(q, k, v, dO, heads);
+        var window = WindowAttentionOp.Backward(Video(q), Video(k), Video(v), Video(dO), heads, layout, rope: false);
+        Assert.That(MaxAbsDiff(cross.Dq.Data, window.Dq.Data), Is.LessThan(Tight));
+        Assert.That(MaxAbsDiff(cross.Dk.Data, window.Dk.Data), Is.LessThan(Tight));
+        Assert.That(MaxAbsDiff(cross.Dv.Data, window.Dv.Data), Is.LessThan(Tight));
+    }
+
+    [Test]
+    public void Cross_attention_rejects_bad_shapes_with_errors_naming_the_op()
+    {
+        var op = OpCatalog.Get("cross_attention");
+        Dictionary<string, int[]> Shapes(int[] q, int[] k, int[] v) => new() { ["q"] = q, ["k"] = k, ["v"] = v };
+        var heads2 = OpParams.Of(("heads", 2));
+        Assert.That(op.OutputShapes(Shapes([2, 9, 8], [2, 5, 8], [2, 5, 8]), heads2)["o"], Is.EqualTo(new[] { 2, 9, 8 }));
+        foreach (var (q, k, v) in new (int[], int[], int[])[]
+                 {
+                     ([9, 8], [5, 8], [5, 8]),                  // rank 2
+                     ([2, 9, 8], [1, 5, 8], [1, 5, 8]),         // batch differs
+                     ([2, 9, 8], [2, 5, 6], [2, 5, 6]),         // channels differ
+                     ([2, 9, 8], [2, 5, 8], [2, 4, 8]),         // v is not k's shape
+                     ([2, 9, 8], [2, 0, 8], [2, 0, 8]),         // no keys
+                     ([2, 9, 7], [2, 5, 7], [2, 5, 7]),         // 7 channels, 2 heads
+                 })
+        {
+            var error = Assert.Throws<ShapeMismatchException>(() => op.OutputShapes(Shapes(q, k, v), heads2), $"q {Shape.Format(q)}");
+            Assert.That(error!.Message, Does.Contain("cross_attention"));
+        }
+        var zeroHeads = Assert.Throws<OpParameterException>(() => op.OutputShapes(Shapes([1, 2, 8], [1, 3, 8], [1, 3, 8]), OpParams.Of(("heads", 0))));
+        Assert.That(zeroHeads!.Message, Does.Contain("cross_attention"));
+        Assert.Throws<OpParameterException>(() => op.OutputShapes(Shapes([1, 2, 8], [1, 3, 8], [1, 3, 8]), new OpParams()));
+        // The static entry points check too.
+        var random = new Random(3);
+        var good = Random(random, 1, 2, 8);
+        Assert.Throws<ShapeMismatchException>(() => CrossAttentionOp.Forward(good, Random(random, 1, 3, 6), Random(random, 1, 3, 6), 2));
+        Assert.Throws<ShapeMismatchException>(() => CrossAttentionOp.Backward(good, good, good, Random(random, 1, 3, 8), 2));
     }
 
     // ---------------------------------------------------------------- wan_self_attention
