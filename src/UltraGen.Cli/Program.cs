@@ -13,7 +13,9 @@ public static class Program
         var root = new RootCommand("UltraGen.Kernels: native high-resolution video generation with hierarchical attention");
         root.Subcommands.Add(OpsCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(SampleCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create());
         return root.Parse(args).Invoke();
     }
 }
