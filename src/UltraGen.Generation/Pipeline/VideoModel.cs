@@ -188,12 +188,23 @@ public sealed class VideoModel : IDisposable
         throw new VideoModelFormatException(path, $"format '{text}' is not frames×height×width (e.g. 8x64x64)");
     }
 
-    /// <summary>Token ids (batch, textLen) of the prompts; an empty prompt is all padding (the unconditional context).</summary>
+    /// <summary>
+    /// Token ids (batch, textLen) of the prompts; an empty prompt is all padding (the unconditional context). A word the
+    /// vocabulary lacks is a <see cref="TokenizerException"/> naming it: the model never learned it, so sampling it would
+    /// silently ignore part of the prompt.
+    /// </summary>
     public int[] Tokenize(IReadOnlyList<string> prompts)
     {
         var ids = new int[prompts.Count * Config.TextLen];
         for (int b = 0; b < prompts.Count; b++)
+        {
+            var unknown = WordTokenizer.SplitWords(prompts[b]).Where(word => Tokenizer.IdOf(word) == WordTokenizer.UnknownId).ToList();
+            if (unknown.Count > 0)
+                throw new TokenizerException(
+                    $"prompt \"{prompts[b]}\": the model does not know {string.Join(", ", unknown.Select(w => $"'{w}'"))} " +
+                    $"(its words: {string.Join(" ", Tokenizer.Vocabulary.Skip(2))})");
             Tokenizer.Encode(prompts[b], Config.TextLen).CopyTo(ids, b * Config.TextLen);
+        }
         return ids;
     }
 

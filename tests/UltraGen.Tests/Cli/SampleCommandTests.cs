@@ -1,0 +1,110 @@
+using NUnit.Framework;
+using SkiaSharp;
+using UltraGen.Cli;
+using UltraGen.Generation.Pipeline;
+using UltraGen.Tests.Generation;
+
+namespace UltraGen.Tests.Cli;
+
+/// <summary><c>ultragen sample</c> and <c>ultragen train</c> in process, on a tiny model.</summary>
+[TestFixture]
+[NonParallelizable]
+public class SampleCommandTests
+{
+    private string _directory = "";
+
+    [SetUp]
+    public void SetUp() => _directory = Directory.CreateTempSubdirectory("ultragen-sample-").FullName;
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_directory, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_directory, name);
+
+    private static (int ExitCode, string Out, string Error) Invoke(params string[] args)
+    {
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var (output, error) = (new StringWriter(), new StringWriter());
+        Console.SetOut(output);
+        Console.SetError(error);
+        try { return (Program.Main(args), output.ToString(), error.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldError); }
+    }
+
+    private string TinyModel()
+    {
+        string path = PathOf("tiny.safetensors");
+        using var model = PipelineTests.RandomModel(21);
+        model.Save(path);
+        return path;
+    }
+
+    [Test]
+    public void Writes_a_looping_gif_with_every_frame_and_reports_the_run()
+    {
+        string weights = TinyModel(), gif = PathOf("out.gif");
+        var (code, output, error) = Invoke("sample", "--weights", weights, "--steps", "3", "--backend", "cpu", "--output", gif,
+            "--prompt", "a green square moving up on a navy background");
+        Assert.That(code, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("backend: cpu").And.Contain("16×16 pixels, 2 frames").And.Contain("3 steps").And.Contain("wrote"));
+        using var codec = SKCodec.Create(gif);
+        Assert.That(codec, Is.Not.Null, "the GIF decodes");
+        Assert.That(codec.FrameCount, Is.EqualTo(2));
+        Assert.That(codec.Info.Width, Is.EqualTo(16 * 16), "tiny videos are enlarged to ≥ 256 px by default");
+        Assert.That(Directory.GetFiles(_directory).Where(f => f.Contains(".tmp", StringComparison.Ordinal)), Is.Empty);
+    }
+
+    [Test]
+    public void Png_frames_go_to_a_folder()
+    {
+        string weights = TinyModel(), folder = PathOf("frames");
+        var (code, _, error) = Invoke("sample", "--weights", weights, "--steps", "2", "--backend", "cpu", "--format", "png", "--output", folder, "--upscale", "1");
+        Assert.That(code, Is.EqualTo(0), error);
+        var files = Directory.GetFiles(folder, "frame_*.png").Order().ToList();
+        Assert.That(files, Has.Count.EqualTo(2));
+        using var bitmap = SKBitmap.Decode(files[0]);
+        Assert.That((bitmap.Width, bitmap.Height), Is.EqualTo((16, 16)));
+    }
+
+    [Test]
+    public void Bad_input_is_one_line_and_exit_code_2_with_nothing_written()
+    {
+        string weights = TinyModel(), gif = PathOf("out.gif");
+        var unknownWord = Invoke("sample", "--weights", weights, "--prompt", "a purple circle moving left on a black background", "--output", gif);
+        Assert.That(unknownWord.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(unknownWord.Error, Does.Contain("purple"));
+        var missing = Invoke("sample", "--weights", PathOf("absent.safetensors"), "--output", gif);
+        Assert.That(missing.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(missing.Error, Does.Contain("does not exist"));
+        var oddSize = Invoke("sample", "--weights", weights, "--height", "15", "--output", gif, "--backend", "cpu");
+        Assert.That(oddSize.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(oddSize.Error, Does.Contain("patch size"));
+        var badExtension = Invoke("sample", "--weights", weights, "--output", PathOf("out.avi"));
+        Assert.That(badExtension.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        if (UltraGen.Generation.Video.Mp4Writer.FindFfmpeg() is null)
+        {
+            var mp4 = Invoke("sample", "--weights", weights, "--output", PathOf("out.mp4"));
+            Assert.That(mp4.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+            Assert.That(mp4.Error, Does.Contain("ffmpeg"));
+        }
+        Assert.That(File.Exists(gif), Is.False);
+    }
+
+    [Test]
+    public void Train_runs_checkpoints_resumes_and_writes_a_loadable_model()
+    {
+        string output = PathOf("trained.safetensors");
+        string[] common = ["train", "--output", output, "--frames", "2", "--height", "16", "--width", "16", "--batch", "2", "--steps", "4",
+            "--warmup", "1", "--checkpoint-every", "2", "--backend", "cpu"];
+        var first = Invoke([.. common, "--stop-at", "2"]);
+        Assert.That(first.ExitCode, Is.EqualTo(0), first.Error);
+        Assert.That(File.Exists(output + ".ckpt"), "a checkpoint after the session");
+        var second = Invoke(common);
+        Assert.That(second.ExitCode, Is.EqualTo(0), second.Error);
+        Assert.That(second.Out, Does.Contain("resuming from").And.Contain("step 2"));
+        var log = File.ReadAllLines(output + ".loss.csv");
+        Assert.That(log, Has.Length.EqualTo(5), "header + 4 steps, none repeated");
+        using var model = VideoModel.Load(output);
+        Assert.That(model.Format, Is.EqualTo(new VideoFormat(2, 16, 16)));
+    }
+}
