@@ -43,7 +43,17 @@ public class DitBackendTests
         }
     }
 
-    private static Sample NewSample(int seed, int batch)
+    /// <summary>
+    /// ILGPU's CPU accelerator (the test device here) runs each of the ~250 kernel launches of a pass slowly, so its rows
+    /// use one frame and one sample (token grid 1×8×8: still every branch, window parity and resize path).
+    /// </summary>
+    private static Sample SampleFor(string backendName, int seed)
+    {
+        TestContext.Out.WriteLine($"input seed {seed}");
+        return backendName == "ilgpu" ? NewSample(seed, batch: 1, frames: 1) : NewSample(seed, batch: 2);
+    }
+
+    private static Sample NewSample(int seed, int batch, int frames = 2)
     {
         var random = new Random(seed);
         Tensor Uniform(params int[] shape)
@@ -55,7 +65,7 @@ public class DitBackendTests
         }
         var timestep = Tensor.Host(DType.F32, batch);
         for (int b = 0; b < batch; b++) timestep.HostSpan<float>()[b] = (float)(random.NextDouble() * 1000);
-        return new Sample(Uniform(batch, 16, 2, 16, 16), timestep, Uniform(batch, Tiny.TextLen, Tiny.TextDim), Uniform(batch, 16, 2, 16, 16));
+        return new Sample(Uniform(batch, 16, frames, 16, 16), timestep, Uniform(batch, Tiny.TextLen, Tiny.TextDim), Uniform(batch, 16, frames, 16, 16));
     }
 
     private static RefTensor ToRef(Tensor tensor) => new(tensor.ShapeArray, tensor.ToDoubles());
@@ -70,7 +80,13 @@ public class DitBackendTests
             difference += (actual[i] - expected[i]) * (actual[i] - expected[i]);
             norm += expected[i] * expected[i];
         }
-        Assert.That(norm, Is.GreaterThan(0), "reference is all zeros: the comparison would prove nothing");
+        if (norm == 0)
+        {
+            // An exactly-zero reference gradient is real on tiny grids: a 1-token window's softmax is constant, so its
+            // q and k receive nothing. Then the backend must give (numerically) zero too.
+            Assert.That(Math.Sqrt(difference), Is.LessThan(1e-6), "reference is exactly zero; the backend's gradient must be too");
+            return 0;
+        }
         return Math.Sqrt(difference / norm);
     }
 
@@ -79,7 +95,7 @@ public class DitBackendTests
     {
         using var backend = BackendOrSkip(backendName);
         using var weights = ModelWeights.Random(Tiny, seed: 11);
-        using var sample = NewSample(seed: Environment.TickCount, batch: 2);
+        using var sample = SampleFor(backendName, Environment.TickCount);
         var expected = DitReference.Forward(Tiny, DitReference.ToReference(weights), ToRef(sample.Latent), ToRef(sample.Timestep), ToRef(sample.Context));
         using var dit = new Dit(Tiny, backend, weights);
         using var velocity = dit.Forward(sample.Latent, sample.Timestep, sample.Context);
@@ -99,7 +115,7 @@ public class DitBackendTests
     {
         using var backend = BackendOrSkip(backendName);
         using var weights = ModelWeights.Random(Tiny, seed: 12);
-        using var sample = NewSample(seed: Environment.TickCount, batch: backendName == "ilgpu" ? 1 : 2);
+        using var sample = SampleFor(backendName, Environment.TickCount);
         var trainable = lora ? DitReference.LoraTrainable(Tiny) : null;
         var expected = DitReference.Backward(Tiny, DitReference.ToReference(weights), ToRef(sample.Latent), ToRef(sample.Timestep),
             ToRef(sample.Context), ToRef(sample.DVelocity), trainable);
