@@ -261,7 +261,7 @@ public static class DitReference
         var v = LinearOp.Forward(c, W("v.weight"), W("v.bias"));
         var q = RmsNormOp.Forward(qPre, W("norm_q.weight"), config.Eps);
         var k = RmsNormOp.Forward(kPre, W("norm_k.weight"), config.Eps);
-        return new CrossAttentionTrace { QPre = qPre, KPre = kPre, Q = q, K = k, V = v, Attention = CrossSdpa.Forward(q, k, v, config.Heads) };
+        return new CrossAttentionTrace { QPre = qPre, KPre = kPre, Q = q, K = k, V = v, Attention = CrossAttentionOp.Forward(q, k, v, config.Heads) };
     }
 
     /// <summary>Returns dx (the query input's gradient) and accumulates dc; parameter gradients go to <paramref name="sink"/>.</summary>
@@ -269,7 +269,7 @@ public static class DitReference
         RefTensor x, RefTensor c, CrossAttentionTrace trace, RefTensor dAttention, RefTensor dc, GradientSink sink)
     {
         RefTensor W(string name) => Weight(weights, prefix + name);
-        var (dq, dk, dv) = CrossSdpa.Backward(trace.Q, trace.K, trace.V, dAttention, config.Heads);
+        var (dq, dk, dv) = CrossAttentionOp.Backward(trace.Q, trace.K, trace.V, dAttention, config.Heads);
         var (dqPre, dNormQ) = RmsNormOp.Backward(trace.QPre, W("norm_q.weight"), dq, config.Eps);
         var (dkPre, dNormK) = RmsNormOp.Backward(trace.KPre, W("norm_k.weight"), dk, config.Eps);
         sink.Add(prefix + "norm_q.weight", dNormQ);
@@ -278,94 +278,6 @@ public static class DitReference
         AddInto(dc, LinearBackward(c, prefix + "k", weights, dkPre, sink));
         AddInto(dc, LinearBackward(c, prefix + "v", weights, dv, sink));
         return dx;
-    }
-
-    /// <summary>Plain multi-head softmax attention of N queries over L keys, float64.</summary>
-    private static class CrossSdpa
-    {
-        public static RefTensor Forward(RefTensor q, RefTensor k, RefTensor v, int heads)
-        {
-            int batch = q.Dim(0), n = q.Dim(1), l = k.Dim(1), dim = q.Dim(2), d = dim / heads;
-            double scale = 1.0 / Math.Sqrt(d);
-            var o = new RefTensor((int[])q.Shape.Clone());
-            var p = new double[l];
-            for (int b = 0; b < batch; b++)
-                for (int head = 0; head < heads; head++)
-                    for (int i = 0; i < n; i++)
-                    {
-                        int qo = (b * n + i) * dim + head * d;
-                        Probabilities(q, k, b, head, qo, l, dim, d, scale, p);
-                        for (int j = 0; j < l; j++)
-                        {
-                            int vo = (b * l + j) * dim + head * d;
-                            for (int e = 0; e < d; e++) o.Data[qo + e] += p[j] * v.Data[vo + e];
-                        }
-                    }
-            return o;
-        }
-
-        /// <summary>dv = Pᵀ dO, dS = P ⊙ (dO vᵀ − rowsum(P ⊙ dO vᵀ)), dq = scale·dS k, dk = scale·dSᵀ q.</summary>
-        public static (RefTensor Dq, RefTensor Dk, RefTensor Dv) Backward(RefTensor q, RefTensor k, RefTensor v, RefTensor dO, int heads)
-        {
-            int batch = q.Dim(0), n = q.Dim(1), l = k.Dim(1), dim = q.Dim(2), d = dim / heads;
-            double scale = 1.0 / Math.Sqrt(d);
-            var dq = new RefTensor((int[])q.Shape.Clone());
-            var dk = new RefTensor((int[])k.Shape.Clone());
-            var dv = new RefTensor((int[])v.Shape.Clone());
-            var p = new double[l];
-            var dp = new double[l];
-            for (int b = 0; b < batch; b++)
-                for (int head = 0; head < heads; head++)
-                    for (int i = 0; i < n; i++)
-                    {
-                        int qo = (b * n + i) * dim + head * d;
-                        Probabilities(q, k, b, head, qo, l, dim, d, scale, p);
-                        double rowSum = 0;
-                        for (int j = 0; j < l; j++)
-                        {
-                            int vo = (b * l + j) * dim + head * d;
-                            double dot = 0;
-                            for (int e = 0; e < d; e++)
-                            {
-                                dot += dO.Data[qo + e] * v.Data[vo + e];
-                                dv.Data[vo + e] += p[j] * dO.Data[qo + e];
-                            }
-                            dp[j] = dot;
-                            rowSum += p[j] * dot;
-                        }
-                        for (int j = 0; j < l; j++)
-                        {
-                            double ds = p[j] * (dp[j] - rowSum) * scale;
-                            int ko = (b * l + j) * dim + head * d;
-                            for (int e = 0; e < d; e++)
-                            {
-                                dq.Data[qo + e] += ds * k.Data[ko + e];
-                                dk.Data[ko + e] += ds * q.Data[qo + e];
-                            }
-                        }
-                    }
-            return (dq, dk, dv);
-        }
-
-        private static void Probabilities(RefTensor q, RefTensor k, int b, int head, int qo, int l, int dim, int d, double scale, double[] p)
-        {
-            double max = double.NegativeInfinity;
-            for (int j = 0; j < l; j++)
-            {
-                int ko = (b * l + j) * dim + head * d;
-                double s = 0;
-                for (int e = 0; e < d; e++) s += q.Data[qo + e] * k.Data[ko + e];
-                p[j] = s * scale;
-                max = Math.Max(max, p[j]);
-            }
-            double sum = 0;
-            for (int j = 0; j < l; j++)
-            {
-                p[j] = Math.Exp(p[j] - max);
-                sum += p[j];
-            }
-            for (int j = 0; j < l; j++) p[j] /= sum;
-        }
     }
 
     // ==================================================================================================== backward
@@ -489,57 +401,20 @@ public static class DitReference
         ParameterCatalog.BlockPrefix + block.ToString(CultureInfo.InvariantCulture) + "." + rest;
 
     /// <summary>
-    /// (B, C, T·pt, H·ph, W·pw) → (B, T·H·W, C·pt·ph·pw), tokens (f, h, w) frame-major. Features in (c, p, q, r) order
-    /// (the patch-embedding Conv3d's flattened weight), or in (p, q, r, c) order with c fastest when
-    /// <paramref name="channelsLast"/> (the head's layout; then this is the adjoint of <see cref="Unpatchify"/>).
+    /// (B, C, T·pt, H·ph, W·pw) → (B, T·H·W, C·pt·ph·pw), tokens (f, h, w) frame-major, features in (c, p, q, r) order
+    /// (the patch-embedding Conv3d's flattened weight) or (p, q, r, c) when <paramref name="channelsLast"/> (the head's
+    /// layout): the catalogue's <see cref="PatchifyOp"/>.
     /// </summary>
-    private static RefTensor Patchify(RefTensor video, PatchSize patch, bool channelsLast)
-    {
-        int batch = video.Dim(0), channels = video.Dim(1);
-        var grid = new Grid3(video.Dim(2) / patch.T, video.Dim(3) / patch.H, video.Dim(4) / patch.W);
-        int features = channels * patch.Volume;
-        var result = new RefTensor(batch, checked((int)grid.TokenCount), features);
-        ForEachPatchElement(batch, channels, grid, patch, channelsLast,
-            (videoIndex, tokenIndex, feature) => result.Data[tokenIndex * features + feature] = video.Data[videoIndex]);
-        return result;
-    }
+    private static RefTensor Patchify(RefTensor video, PatchSize patch, bool channelsLast) =>
+        PatchifyOp.Forward(video, patch.T, patch.H, patch.W, channelsLast);
 
-    /// <summary>
-    /// The inverse of <see cref="Patchify"/>: with <paramref name="channelsLast"/> it is the head's
-    /// "b (f h w) (p q r c) -> b c (f p) (h q) (w r)"; without, the adjoint of the patch embedding's patchify.
-    /// </summary>
+    /// <summary>The inverse of <see cref="Patchify"/> (<see cref="UnpatchifyOp"/>): with <paramref name="channelsLast"/> Wan's head unpatchify.</summary>
     private static RefTensor Unpatchify(RefTensor tokens, PatchSize patch, int channels, int batch, Grid3 grid, bool channelsLast)
     {
-        int features = tokens.Dim(2);
-        if (features != channels * patch.Volume)
-            throw new ShapeMismatchException($"dit: {features} features per token do not unpatchify to {channels} channels × patch {patch}");
-        var result = new RefTensor(batch, channels, grid.T * patch.T, grid.H * patch.H, grid.W * patch.W);
-        ForEachPatchElement(batch, channels, grid, patch, channelsLast,
-            (videoIndex, tokenIndex, feature) => result.Data[videoIndex] = tokens.Data[tokenIndex * features + feature]);
-        return result;
-    }
-
-    private delegate void PatchVisitor(int videoIndex, int tokenIndex, int feature);
-
-    /// <summary>Visits every video element with its token and its feature index.</summary>
-    private static void ForEachPatchElement(int batch, int channels, Grid3 grid, PatchSize patch, bool channelsLast, PatchVisitor visit)
-    {
-        int depth = grid.T * patch.T, height = grid.H * patch.H, width = grid.W * patch.W;
-        for (int b = 0; b < batch; b++)
-            for (int ch = 0; ch < channels; ch++)
-                for (int f = 0; f < grid.T; f++)
-                    for (int p = 0; p < patch.T; p++)
-                        for (int h = 0; h < grid.H; h++)
-                            for (int q = 0; q < patch.H; q++)
-                                for (int w = 0; w < grid.W; w++)
-                                    for (int r = 0; r < patch.W; r++)
-                                    {
-                                        int videoIndex = (((b * channels + ch) * depth + f * patch.T + p) * height + h * patch.H + q) * width + w * patch.W + r;
-                                        int tokenIndex = (b * grid.T + f) * grid.H * grid.W + h * grid.W + w;
-                                        int offset = (p * patch.H + q) * patch.W + r;
-                                        int feature = channelsLast ? offset * channels + ch : ch * patch.Volume + offset;
-                                        visit(videoIndex, tokenIndex, feature);
-                                    }
+        var parameters = OpParams.Of(("channels", channels), ("T", grid.T), ("H", grid.H), ("W", grid.W),
+            ("pt", patch.T), ("ph", patch.H), ("pw", patch.W), ("channels_last", channelsLast));
+        if (tokens.Dim(0) != batch) throw new ShapeMismatchException($"dit: tokens {Shape.Format(tokens.Shape)} do not hold {batch} samples");
+        return UnpatchifyOp.Forward(tokens, PatchLayout.OfTokens(tokens.Shape, parameters, "dit"));
     }
 
     /// <summary>
@@ -604,35 +479,13 @@ public static class DitReference
         return result;
     }
 
-    /// <summary>x + gate ⊙ f with gate (B, D) broadcast over the tokens.</summary>
-    private static RefTensor Residual(RefTensor x, RefTensor gate, RefTensor f)
-    {
-        int batch = x.Dim(0), dim = x.Dim(-1), tokens = x.Length / (batch * dim);
-        var y = new RefTensor((int[])x.Shape.Clone());
-        for (int b = 0; b < batch; b++)
-            for (int n = 0; n < tokens; n++)
-                for (int i = 0; i < dim; i++)
-                {
-                    int index = (b * tokens + n) * dim + i;
-                    y.Data[index] = x.Data[index] + gate.Data[b * dim + i] * f.Data[index];
-                }
-        return y;
-    }
+    /// <summary>x + gate ⊙ f with gate (B, D) broadcast over the tokens (<see cref="GatedResidualOp"/>).</summary>
+    private static RefTensor Residual(RefTensor x, RefTensor gate, RefTensor f) => GatedResidualOp.Forward(x, f, gate);
 
     /// <summary>The gradient of <see cref="Residual"/>'s f (dy ⊙ gate); writes Σ_N dy ⊙ f into chunk <paramref name="chunk"/> of dMod.</summary>
     private static RefTensor ResidualBackward(RefTensor gate, RefTensor f, RefTensor dy, RefTensor dMod, int chunk)
     {
-        int batch = f.Dim(0), dim = f.Dim(-1), tokens = f.Length / (batch * dim);
-        var df = new RefTensor((int[])f.Shape.Clone());
-        var dGate = new RefTensor(batch, dim);
-        for (int b = 0; b < batch; b++)
-            for (int n = 0; n < tokens; n++)
-                for (int i = 0; i < dim; i++)
-                {
-                    int index = (b * tokens + n) * dim + i;
-                    df.Data[index] = dy.Data[index] * gate.Data[b * dim + i];
-                    dGate.Data[b * dim + i] += dy.Data[index] * f.Data[index];
-                }
+        var (_, df, dGate) = GatedResidualOp.Backward(f, gate, dy);
         SetChunk(dMod, chunk, dGate);
         return df;
     }

@@ -5,6 +5,7 @@ using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Text;
 using UltraGen.Model;
 using UltraGen.Ops.Backends;
+using UltraGen.Tests.Harness;
 
 namespace UltraGen.Tests.Generation;
 
@@ -161,7 +162,7 @@ public class PipelineTests
             difference += (fast[i] - x[i]) * (fast[i] - x[i]);
             norm += x[i] * x[i];
         }
-        Assert.That(Math.Sqrt(difference / norm), Is.LessThan(1e-5));
+        Assert.That(Math.Sqrt(difference / norm), OpHarness.Within(1e-5));
     }
 
     [TestCase(TrainingMode.Full)]
@@ -207,7 +208,7 @@ public class PipelineTests
                 double analytic = gradients[name].HostSpan<float>()[index];
                 TestContext.Out.WriteLine($"{name}[{index}]: analytic {analytic:E4}, numeric {numeric:E4}");
                 Assert.That(analytic, Is.Not.EqualTo(0), $"{name}: a zero gradient would make the comparison vacuous");
-                Assert.That(Math.Abs(analytic - numeric), Is.LessThan(2e-2 * Math.Abs(numeric) + 1e-7), name);
+                Assert.That(Math.Abs(analytic - numeric), OpHarness.Within(2e-2 * Math.Abs(numeric) + 1e-7), name);
             }
         }
         finally

@@ -132,11 +132,11 @@ public class IlgpuBackendTests
             ["x"] = [67, 130], ["weight"] = [77, 130], ["bias"] = [77],
         }, new OpParams());
         foreach (var (name, error) in OpHarness.ForwardErrors(backend, op, opCase, DType.F32))
-            Assert.That(error, Is.LessThanOrEqualTo(1e-5), $"'{name}' forward relative error");
+            Assert.That(error, OpHarness.Within(1e-5), $"'{name}' forward relative error");
         var backward = OpHarness.BackwardErrors(backend, op, opCase, DType.F32);
         Assert.That(backward.Keys, Is.EquivalentTo(new[] { "x", "weight", "bias" }));
         foreach (var (name, error) in backward)
-            Assert.That(error, Is.LessThanOrEqualTo(2e-5), $"gradient of '{name}' relative error");
+            Assert.That(error, OpHarness.Within(2e-5), $"gradient of '{name}' relative error");
     }
 
     [Test]

@@ -5,6 +5,7 @@ using UltraGen.Model.Dit;
 using UltraGen.Model.Reference;
 using UltraGen.Ops;
 using UltraGen.Ops.Backends;
+using UltraGen.Tests.Harness;
 
 namespace UltraGen.Tests.Model;
 
@@ -84,7 +85,7 @@ public class DitBackendTests
         {
             // An exactly-zero reference gradient is real on tiny grids: a 1-token window's softmax is constant, so its
             // q and k receive nothing. Then the backend must give (numerically) zero too.
-            Assert.That(Math.Sqrt(difference), Is.LessThan(1e-6), "reference is exactly zero; the backend's gradient must be too");
+            Assert.That(Math.Sqrt(difference), OpHarness.Within(1e-6), "reference is exactly zero; the backend's gradient must be too");
             return 0;
         }
         return Math.Sqrt(difference / norm);
@@ -102,7 +103,7 @@ public class DitBackendTests
         Assert.That(velocity.Shape.ToArray(), Is.EqualTo(expected.Shape));
         double error = RelativeError(expected.Data, velocity.HostSpan<float>());
         TestContext.Out.WriteLine($"{backendName}: forward relative error {error:E2}");
-        Assert.That(error, Is.LessThan(ForwardTolerance));
+        Assert.That(error, OpHarness.Within(ForwardTolerance));
     }
 
     [TestCaseSource(nameof(Backends))]
@@ -131,14 +132,14 @@ public class DitBackendTests
         {
             double error = RelativeError(expected.Parameters[name].Data, gradient.HostSpan<float>());
             if (error > worst.Error) worst = (name, error);
-            Assert.That(error, Is.LessThan(GradientTolerance), $"gradient of {name}");
+            Assert.That(error, OpHarness.Within(GradientTolerance), $"gradient of {name}");
         }
         double contextError = RelativeError(expected.Context.Data, gradients.Context.HostSpan<float>());
         double latentError = RelativeError(expected.Latent.Data, gradients.Latent!.HostSpan<float>());
         TestContext.Out.WriteLine(
             $"{backendName}: {gradients.Parameters.Count} parameter gradients, worst {worst.Name} {worst.Error:E2}; context {contextError:E2}; latent {latentError:E2}");
-        Assert.That(contextError, Is.LessThan(GradientTolerance), "dL/dcontext");
-        Assert.That(latentError, Is.LessThan(GradientTolerance), "dL/dlatent");
+        Assert.That(contextError, OpHarness.Within(GradientTolerance), "dL/dcontext");
+        Assert.That(latentError, OpHarness.Within(GradientTolerance), "dL/dlatent");
     }
 
     [Test]
