@@ -21,6 +21,7 @@ public static class TrainCommand
         var output = new Option<string>("--output") { Description = "the trained model file to write", Required = true };
         var from = new Option<string>("--from") { Description = "'random' (a new miniature model) or a model file to start from", DefaultValueFactory = _ => "random" };
         var ultragen = new Option<bool>("--ultragen") { Description = "decompose every block into UltraGen attention (new parameters initialised, LoRA B = 0)" };
+        var coordinates = new Option<bool>("--coordinates") { Description = "feed x/y/t coordinate channels beside the video (a loaded model's patch embedding is widened with zeros)" };
         var frames = new Option<int>("--frames") { DefaultValueFactory = _ => 8 };
         var height = new Option<int>("--height") { DefaultValueFactory = _ => 16 };
         var width = new Option<int>("--width") { DefaultValueFactory = _ => 16 };
@@ -40,7 +41,7 @@ public static class TrainCommand
         var notes = new Option<string?>("--notes") { Description = "text stored in the model file (how it was made)" };
 
         var command = new Command("train", "Train a pixel-space text-to-video model on the procedural dataset (flow matching, AdamW)");
-        foreach (var option in new Option[] { output, from, ultragen, frames, height, width, steps, stopAt, batch, lr, warmup, cosine, mode, weighting, shift, seed,
+        foreach (var option in new Option[] { output, from, ultragen, coordinates, frames, height, width, steps, stopAt, batch, lr, warmup, cosine, mode, weighting, shift, seed,
                      checkpointEvery, recompute, backend, notes })
             command.Options.Add(option);
         command.SetAction(result => CommandGuard.Run(() =>
@@ -48,7 +49,7 @@ public static class TrainCommand
             string outputPath = Path.GetFullPath(result.GetValue(output)!);
             var format = new VideoFormat(result.GetValue(frames), result.GetValue(height), result.GetValue(width));
             ulong runSeed = result.GetValue(seed);
-            using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), format, runSeed);
+            using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), result.GetValue(coordinates), format, runSeed);
             using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why);
             var settings = new VideoTrainingSettings
             {
@@ -68,7 +69,7 @@ public static class TrainCommand
             long parameters = task.Parameters.Sum(p => p.Master.ElementCount);
             Console.WriteLine($"backend: {device.Name} ({why})");
             Console.WriteLine(FormattableString.Invariant(
-                $"model: dim {model.Config.Dim}, {model.Config.Layers} layers, heads {model.Config.Heads}, full blocks {model.Config.FullAttentionBlocks}; training {parameters:N0} parameters ({settings.Mode})"));
+                $"model: dim {model.Config.Dim}, {model.Config.Layers} layers, heads {model.Config.Heads}, full blocks {model.Config.FullAttentionBlocks}, {model.Config.InChannels} input channels; training {parameters:N0} parameters ({settings.Mode})"));
             Console.WriteLine($"data: {format} (frames×height×width), batch {settings.BatchSize}; {options.Config}");
             if (options.ResumeFrom is not null) Console.WriteLine($"resuming from {checkpoint} (step {Checkpoint.ReadStep(checkpoint)})");
 
@@ -120,13 +121,16 @@ public static class TrainCommand
         FullAttentionBlocks = BlockSet.All(4),
     };
 
-    private static VideoModel LoadOrCreate(string from, bool ultragen, VideoFormat format, ulong seed)
+    private static VideoModel LoadOrCreate(string from, bool ultragen, bool coordinates, VideoFormat format, ulong seed)
     {
-        var model = string.Equals(from, "random", StringComparison.OrdinalIgnoreCase)
-            ? VideoModel.CreateRandom(MiniatureConfig, format, unchecked((long)seed))
+        bool random = string.Equals(from, "random", StringComparison.OrdinalIgnoreCase);
+        var model = random
+            ? VideoModel.CreateRandom(MiniatureConfig with { InChannels = coordinates ? 6 : 3 }, format, unchecked((long)seed))
             : VideoModel.Load(from);
-        if (!ultragen) return model.Format == format ? model : Reformat(model, model.Config, format, seed);
-        return Reformat(model, model.Config.WithAllDecomposed(), format, seed);
+        var config = model.Config;
+        if (coordinates && model.CoordinateChannels == 0) config = config with { InChannels = 2 * VideoFormat.Channels };
+        if (ultragen) config = config.WithAllDecomposed();
+        return config == model.Config && model.Format == format ? model : Reformat(model, config, format, seed);
     }
 
     private static VideoModel Reformat(VideoModel model, ModelConfig config, VideoFormat format, ulong seed)

@@ -23,8 +23,11 @@ public readonly record struct VideoFormat(int Frames, int Height, int Width)
 /// <summary>
 /// A complete text-to-video model in one safetensors file: the DiT (Wan names, plus UltraGen's in decomposed blocks),
 /// the word-level text encoder (<see cref="TextEncoder"/>), the vocabulary, the configuration and the native video
-/// format. The bundled miniature works in pixel space (no VAE): the DiT's "latent" is the RGB video itself, so
-/// <see cref="ModelConfig.InChannels"/> = <see cref="ModelConfig.OutChannels"/> = 3.
+/// format. The bundled miniature works in pixel space (no VAE): the DiT's "latent" is the RGB video itself
+/// (<see cref="ModelConfig.OutChannels"/> = 3). A model may take <see cref="CoordinateChannels"/> = 3 more input channels:
+/// fixed x, y and t ramps concatenated to the video (<see cref="AppendCoordinates"/>), as Wan's I2V model concatenates its
+/// conditioning channels to the latent. They give the DiT, whose RoPE attention sees only relative positions, the absolute
+/// frame and position that tie a direction word to the motion it names.
 /// </summary>
 public sealed class VideoModel : IDisposable
 {
@@ -44,6 +47,52 @@ public sealed class VideoModel : IDisposable
     }
 
     public ModelConfig Config { get; }
+
+    /// <summary>Extra input channels beyond the video's 3: 0, or 3 (x, y, t coordinate ramps).</summary>
+    public int CoordinateChannels => Config.InChannels - Config.OutChannels;
+
+    private static void CheckChannels(ModelConfig config)
+    {
+        if (config.OutChannels != VideoFormat.Channels || config.InChannels is not (VideoFormat.Channels or 2 * VideoFormat.Channels))
+            throw new ModelConfigException(
+                $"a pixel-space video model has 3 output channels and 3 or 6 (with x/y/t coordinates) input channels, got {config.InChannels}/{config.OutChannels}");
+    }
+
+    /// <summary>
+    /// The DiT input for a batch of videos (B, 3, F, H, W): the videos themselves, or with <see cref="CoordinateChannels"/>
+    /// the videos followed by three planes per sample holding x, y and t in [−1, 1] (pixel and frame centres, so the
+    /// ramps mean the same at every resolution).
+    /// </summary>
+    public void AppendCoordinates(ReadOnlySpan<float> videos, int batch, VideoFormat format, Span<float> destination)
+    {
+        int size = checked((int)format.ElementCount), inputSize = size / VideoFormat.Channels * Config.InChannels;
+        if (videos.Length != batch * size || destination.Length != batch * inputSize)
+            throw new ShapeMismatchException($"coordinates: {videos.Length} video values / {destination.Length} input values do not fit batch {batch} of {format}");
+        int plane = format.Height * format.Width, framePlanes = format.Frames * plane;
+        for (int b = 0; b < batch; b++)
+        {
+            var target = destination.Slice(b * inputSize, inputSize);
+            videos.Slice(b * size, size).CopyTo(target);
+            if (CoordinateChannels == 0) continue;
+            for (int f = 0; f < format.Frames; f++)
+            {
+                float t = Centre(f, format.Frames);
+                for (int y = 0; y < format.Height; y++)
+                {
+                    float yc = Centre(y, format.Height);
+                    for (int x = 0; x < format.Width; x++)
+                    {
+                        int offset = f * plane + y * format.Width + x;
+                        target[size + offset] = Centre(x, format.Width);
+                        target[size + framePlanes + offset] = yc;
+                        target[size + 2 * framePlanes + offset] = t;
+                    }
+                }
+            }
+        }
+    }
+
+    private static float Centre(int index, int count) => count == 1 ? 0f : (float)((2.0 * index + 1) / count - 1);
 
     /// <summary>The resolution and length the model was trained at (sampling defaults to it).</summary>
     public VideoFormat Format { get; }
@@ -70,8 +119,7 @@ public sealed class VideoModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        if (config.InChannels != VideoFormat.Channels || config.OutChannels != VideoFormat.Channels)
-            throw new ModelConfigException($"a pixel-space video model needs 3 input and output channels, got {config.InChannels}/{config.OutChannels}");
+        CheckChannels(config);
         var tokenizer = WordTokenizer.FromGrammar();
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         using (var random = ModelWeights.Random(config, seed))
@@ -95,10 +143,13 @@ public sealed class VideoModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
+        CheckChannels(config);
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var spec in ParameterCatalog.List(config))
         {
-            if (DitWeights.TryGetValue(spec.Name, out var existing))
+            if (spec.Name == "patch_embedding.weight" && config.InChannels != Config.InChannels)
+                weights[spec.Name] = WidenPatchEmbedding(DitWeights[spec.Name], spec, Config.InChannels);
+            else if (DitWeights.TryGetValue(spec.Name, out var existing))
             {
                 if (!existing.Shape.SequenceEqual(spec.Shape.AsSpan()))
                     throw new ModelConfigException($"'{spec.Name}' is {Shape.Format(existing.Shape)} here but {Shape.Format(spec.Shape.AsSpan())} in the new configuration");
@@ -112,6 +163,25 @@ public sealed class VideoModel : IDisposable
         var token = Clone(TextEncoder.TokenEmbedding);
         var position = Clone(TextEncoder.PositionEmbedding);
         return new VideoModel(config, format, Tokenizer, TextEncoder.Owning(token, position), weights, Notes);
+    }
+
+    /// <summary>
+    /// The patch embedding for more input channels: the existing channels' weights copied, the new (coordinate)
+    /// channels' weights zero, so the widened model computes exactly what the old one did until it trains.
+    /// </summary>
+    private static Tensor WidenPatchEmbedding(Tensor existing, ParameterSpec spec, int oldChannels)
+    {
+        int newChannels = spec.Shape[1];
+        if (newChannels < oldChannels)
+            throw new ModelConfigException($"cannot drop input channels ({oldChannels} → {newChannels})");
+        var widened = Tensor.Host(DType.F32, [.. spec.Shape]);
+        var target = widened.HostSpan<float>();
+        target.Clear();
+        var source = existing.HostSpan<float>();
+        int perChannel = (int)(existing.ElementCount / existing.Dim(0) / oldChannels);
+        for (int o = 0; o < spec.Shape[0]; o++)
+            source.Slice(o * oldChannels * perChannel, oldChannels * perChannel).CopyTo(target.Slice(o * newChannels * perChannel));
+        return widened;
     }
 
     private static Tensor Clone(Tensor source)
@@ -148,6 +218,14 @@ public sealed class VideoModel : IDisposable
             ? value : throw new VideoModelFormatException(path, $"metadata '{key}' is missing: this is not a video model written by UltraGen.Kernels");
         var config = ConfigJson.Read(Meta(ConfigKey), path);
         var format = ParseFormat(Meta(FormatKey), path);
+        try
+        {
+            CheckChannels(config);
+        }
+        catch (ModelConfigException e)
+        {
+            throw new VideoModelFormatException(path, e.Message);
+        }
         var tokenizer = WordTokenizer.Deserialize(Meta(WordTokenizer.MetadataKey));
         string notes = file.Metadata.TryGetValue(NotesKey, out var n) ? n : "";
 

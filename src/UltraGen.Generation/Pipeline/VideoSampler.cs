@@ -71,15 +71,16 @@ public sealed class VideoSampler : IDisposable
         scheduler.SetTimesteps(request.Steps, request.Shift);
         int size = checked((int)format.ElementCount);
         var x = GaussianNoise.Sample(size, request.Seed, stream: 0);
-        using var input = Tensor.Host(DType.F32, format.Shape(batch));
+        using var input = Tensor.Host(DType.F32, InputShape(format, batch));
         using var timestep = Tensor.Host(DType.F32, batch);
         var guidedVelocity = new float[size];
+        var videos = new float[batch * size];
         var clock = System.Diagnostics.Stopwatch.StartNew();
         for (int j = 0; j < request.Steps; j++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var inputs = input.HostSpan<float>();
-            for (int b = 0; b < batch; b++) x.CopyTo(inputs.Slice(b * size, size));
+            for (int b = 0; b < batch; b++) x.CopyTo(videos.AsSpan(b * size, size));
+            Model.AppendCoordinates(videos, batch, format, input.HostSpan<float>());
             timestep.HostSpan<float>().Fill((float)scheduler.Timesteps[j]);
             using var velocity = _dit.Forward(input, timestep, context);
             var v = velocity.HostSpan<float>();
@@ -90,6 +91,8 @@ public sealed class VideoSampler : IDisposable
         }
         return x;
     }
+
+    private int[] InputShape(VideoFormat format, int batch) => [batch, Model.Config.InChannels, format.Frames, format.Height, format.Width];
 
     private void CheckFormat(VideoFormat format)
     {

@@ -96,7 +96,7 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
 
     /// <summary>A short description for the checkpoint's config string (resuming with different settings is refused).</summary>
     public string Describe() => FormattableString.Invariant(
-        $"format {_settings.Format}, batch {_settings.BatchSize}, mode {_settings.Mode}, shift {_settings.Shift}, weighting {_settings.Weighting}, dropout {_settings.PromptDropout}, dim {_model.Config.Dim}, layers {_model.Config.Layers}, full blocks {_model.Config.FullAttentionBlocks}");
+        $"format {_settings.Format}, batch {_settings.BatchSize}, mode {_settings.Mode}, shift {_settings.Shift}, weighting {_settings.Weighting}, dropout {_settings.PromptDropout}, dim {_model.Config.Dim}, layers {_model.Config.Layers}, inputs {_model.Config.InChannels}, full blocks {_model.Config.FullAttentionBlocks}");
 
     /// <summary>The clean video and prompt of sample <paramref name="index"/> of the stream.</summary>
     public (VideoPrompt Prompt, float[] Video) Example(long index)
@@ -115,7 +115,7 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
         var prompts = new string[batch];
         var sigmas = new double[batch];
         var weights = new double[batch];
-        using var latent = Tensor.Host(DType.F32, format.Shape(batch));
+        var noisy = new float[batch * size];
         using var timestep = Tensor.Host(DType.F32, batch);
         var target = new float[batch * size];
         var noise = new float[size];
@@ -130,10 +130,12 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
             weights[b] = _settings.Weighting == LossWeighting.Bell ? _schedule.Weights[k] : 1.0;
             timestep.HostSpan<float>()[b] = (float)_schedule.Timesteps[k];
             GaussianNoise.Fill(noise, _settings.Seed, stream: unchecked((ulong)index) + 1);
-            FlowMatchScheduler.NoisyInput(video, noise, sigmas[b], latent.HostSpan<float>().Slice(b * size, size));
+            FlowMatchScheduler.NoisyInput(video, noise, sigmas[b], noisy.AsSpan(b * size, size));
             FlowMatchScheduler.VelocityTarget(video, noise, target.AsSpan(b * size, size));
         }
 
+        using var latent = Tensor.Host(DType.F32, [batch, _model.Config.InChannels, format.Frames, format.Height, format.Width]);
+        _model.AppendCoordinates(noisy, batch, format, latent.HostSpan<float>());
         var ids = _model.Tokenize(prompts);
         using var context = _model.TextEncoder.Forward(ids, batch);
         using var pass = _dit.ForwardForBackward(latent, timestep, context);

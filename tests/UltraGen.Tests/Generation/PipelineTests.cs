@@ -103,6 +103,34 @@ public class PipelineTests
     }
 
     [Test]
+    public void Coordinate_channels_follow_the_video_and_widening_keeps_the_model_exact()
+    {
+        using var plain = RandomModel(12);
+        using var widened = plain.WithConfig(plain.Config with { InChannels = 6 }, plain.Format, initSeed: 1);
+        Assert.That(widened.CoordinateChannels, Is.EqualTo(3));
+        var format = new VideoFormat(2, 4, 6);
+        var videos = Enumerable.Range(0, 2 * (int)format.ElementCount).Select(i => (float)Math.Sin(i)).ToArray();
+        var input = new float[2 * 2 * (int)format.ElementCount];
+        widened.AppendCoordinates(videos, 2, format, input);
+        int size = (int)format.ElementCount, plane = 24, framePlanes = 48;
+        var second = input.AsSpan(2 * size, 2 * size);
+        Assert.That(second[..size].ToArray(), Is.EqualTo(videos.AsSpan(size, size).ToArray()), "sample 1's video comes first");
+        // frame 1, row 3, column 5: x = (2·5+1)/6 − 1, y = (2·3+1)/4 − 1, t = (2·1+1)/2 − 1.
+        int offset = 1 * plane + 3 * 6 + 5;
+        Assert.That(second[size + offset], Is.EqualTo(11f / 6 - 1).Within(1e-6));
+        Assert.That(second[size + framePlanes + offset], Is.EqualTo(0.75f).Within(1e-6));
+        Assert.That(second[size + 2 * framePlanes + offset], Is.EqualTo(0.5f).Within(1e-6));
+
+        // Zero weights on the new channels: the widened model's velocity equals the plain model's.
+        using var backend = Backend("cpu");
+        using var a = new VideoSampler(plain, backend);
+        using var b = new VideoSampler(widened, backend);
+        var request = new SampleRequest { Prompt = "a cyan circle moving down on a gray background", Steps = 2, Seed = 4 };
+        Assert.That(b.Sample(request), Is.EqualTo(a.Sample(request)).Within(1e-5));
+        Assert.Throws<ModelConfigException>(() => plain.WithConfig(plain.Config with { InChannels = 5 }, plain.Format, 1));
+    }
+
+    [Test]
     public void Sampling_is_deterministic_for_a_seed_and_differs_across_seeds()
     {
         using var model = RandomModel(6);
