@@ -16,6 +16,7 @@ public static class Program
         root.Subcommands.Add(SampleCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
+        root.Subcommands.Add(PlotCommand.Create());
         return root.Parse(args).Invoke();
     }
 }
