@@ -21,7 +21,7 @@ public static class TrainCommand
         var output = new Option<string>("--output") { Description = "the trained model file to write", Required = true };
         var from = new Option<string>("--from") { Description = "'random' (a new miniature model) or a model file to start from", DefaultValueFactory = _ => "random" };
         var ultragen = new Option<bool>("--ultragen") { Description = "decompose every block into UltraGen attention (new parameters initialised, LoRA B = 0)" };
-        var coordinates = new Option<bool>("--coordinates") { Description = "feed x/y/t coordinate channels beside the video (a loaded model's patch embedding is widened with zeros)" };
+        var coordinates = new Option<bool>("--coordinates") { Description = "feed x/y/t coordinate channels beside the video (a loaded model's patch embedding is widened with random weights of the existing RMS)" };
         var frames = new Option<int>("--frames") { DefaultValueFactory = _ => 8 };
         var height = new Option<int>("--height") { DefaultValueFactory = _ => 16 };
         var width = new Option<int>("--width") { DefaultValueFactory = _ => 16 };
@@ -135,7 +135,7 @@ public static class TrainCommand
 
     private static VideoModel Reformat(VideoModel model, ModelConfig config, VideoFormat format, ulong seed)
     {
-        using (model) return model.WithConfig(config, format, unchecked((long)seed), zeroInitLoraB: true);
+        using (model) return model.WithConfig(config, format, unchecked((long)seed), zeroInitLoraB: true, randomNewInputChannels: true);
     }
 }
 

@@ -139,7 +139,18 @@ public sealed class VideoModel : IDisposable
     /// of newly decomposed blocks are initialised as spec §1.7 (LoRA B zeroed when <paramref name="zeroInitLoraB"/>), so
     /// a low-resolution base becomes the starting point of the UltraGen fine-tune.
     /// </summary>
-    public VideoModel WithConfig(ModelConfig config, VideoFormat format, long initSeed, bool zeroInitLoraB = true)
+    /// <param name="config">The new configuration (same base sizes; more input channels or other decomposed blocks allowed).</param>
+    /// <param name="format">The new native video format.</param>
+    /// <param name="initSeed">Seed of every newly initialised tensor.</param>
+    /// <param name="zeroInitLoraB">Zero the new LoRA B weights (the LoRA starts as an exact no-op).</param>
+    /// <param name="randomNewInputChannels">
+    /// Initialise the patch-embedding weights of added input channels like the existing ones (uniform, the existing
+    /// weights' RMS) instead of zero. Zero keeps the widened model exact, but coordinates only help in interaction with
+    /// the text (averaged over prompts, every position is equally likely), so from zero both factors of that interaction
+    /// start at nothing and training sits at a saddle: measured, the zero-initialised coordinate weights grew to 3 % of the
+    /// RGB weights' norm in 1,250 steps and the direction word still changed the velocity by 0.1 %.
+    /// </param>
+    public VideoModel WithConfig(ModelConfig config, VideoFormat format, long initSeed, bool zeroInitLoraB = true, bool randomNewInputChannels = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
@@ -148,7 +159,7 @@ public sealed class VideoModel : IDisposable
         foreach (var spec in ParameterCatalog.List(config))
         {
             if (spec.Name == "patch_embedding.weight" && config.InChannels != Config.InChannels)
-                weights[spec.Name] = WidenPatchEmbedding(DitWeights[spec.Name], spec, Config.InChannels);
+                weights[spec.Name] = WidenPatchEmbedding(DitWeights[spec.Name], spec, Config.InChannels, randomNewInputChannels ? initSeed : null);
             else if (DitWeights.TryGetValue(spec.Name, out var existing))
             {
                 if (!existing.Shape.SequenceEqual(spec.Shape.AsSpan()))
@@ -166,10 +177,11 @@ public sealed class VideoModel : IDisposable
     }
 
     /// <summary>
-    /// The patch embedding for more input channels: the existing channels' weights copied, the new (coordinate)
-    /// channels' weights zero, so the widened model computes exactly what the old one did until it trains.
+    /// The patch embedding for more input channels: the existing channels' weights copied; the new (coordinate) channels'
+    /// weights zero (the widened model computes exactly what the old one did until it trains) or, with a
+    /// <paramref name="randomSeed"/>, uniform with the existing weights' RMS.
     /// </summary>
-    private static Tensor WidenPatchEmbedding(Tensor existing, ParameterSpec spec, int oldChannels)
+    private static Tensor WidenPatchEmbedding(Tensor existing, ParameterSpec spec, int oldChannels, long? randomSeed)
     {
         int newChannels = spec.Shape[1];
         if (newChannels < oldChannels)
@@ -181,6 +193,16 @@ public sealed class VideoModel : IDisposable
         int perChannel = (int)(existing.ElementCount / existing.Dim(0) / oldChannels);
         for (int o = 0; o < spec.Shape[0]; o++)
             source.Slice(o * oldChannels * perChannel, oldChannels * perChannel).CopyTo(target.Slice(o * newChannels * perChannel));
+        if (randomSeed is long seed)
+        {
+            double sumOfSquares = 0;
+            foreach (float value in source) sumOfSquares += (double)value * value;
+            double bound = Math.Sqrt(3 * sumOfSquares / source.Length);    // U(±b) has RMS b/√3
+            var random = new Data.SeededRandom(seed, 0x636F6F7264 /* "coord" */);
+            for (int o = 0; o < spec.Shape[0]; o++)
+                for (int i = oldChannels * perChannel; i < newChannels * perChannel; i++)
+                    target[o * newChannels * perChannel + i] = (float)random.NextDouble(-bound, bound);
+        }
         return widened;
     }
 

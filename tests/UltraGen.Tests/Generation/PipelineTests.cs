@@ -128,6 +128,21 @@ public class PipelineTests
         var request = new SampleRequest { Prompt = "a cyan circle moving down on a gray background", Steps = 2, Seed = 4 };
         Assert.That(b.Sample(request), Is.EqualTo(a.Sample(request)).Within(1e-5));
         Assert.Throws<ModelConfigException>(() => plain.WithConfig(plain.Config with { InChannels = 5 }, plain.Format, 1));
+
+        // Random widening: the new channels get weights of the existing channels' RMS (and the old ones are kept).
+        using var random = plain.WithConfig(plain.Config with { InChannels = 6 }, plain.Format, initSeed: 1, randomNewInputChannels: true);
+        var oldWeights = plain.DitWeights["patch_embedding.weight"].HostSpan<float>();
+        var newWeights = random.DitWeights["patch_embedding.weight"].HostSpan<float>();
+        int perOutputOld = 3 * 4, perOutputNew = 6 * 4;
+        double oldSquares = 0, newSquares = 0;
+        for (int o = 0; o < plain.Config.Dim; o++)
+            for (int i = 0; i < perOutputOld; i++)
+            {
+                Assert.That(newWeights[o * perOutputNew + i], Is.EqualTo(oldWeights[o * perOutputOld + i]));
+                oldSquares += oldWeights[o * perOutputOld + i] * oldWeights[o * perOutputOld + i];
+                newSquares += newWeights[o * perOutputNew + perOutputOld + i] * newWeights[o * perOutputNew + perOutputOld + i];
+            }
+        Assert.That(Math.Sqrt(newSquares / oldSquares), Is.EqualTo(1).Within(0.2), "RMS of the new channels ≈ the old channels'");
     }
 
     [Test]
