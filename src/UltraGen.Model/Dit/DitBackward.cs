@@ -79,7 +79,7 @@ internal sealed class DitBackward(Dit model, DitPass pass, Func<string, bool> tr
         var s = scope;
 
         // Head: velocity = unpatchify(Linear(LN(x)(1+scale)+shift)).
-        var dVelocity = pass.Upload(dVelocityHost);
+        var dVelocity = pass.Upload(dVelocityHost, owner: s);
         var dHeadOut = s.Gradients("unpatchify", pass.UnpatchifyParams(config.OutChannels, channelsLast: true), dVelocity,
             [("tokens", pass.HeadOut)], "tokens")["tokens"];
         var dHeadIn = grads.LinearBackward(s, "head.head", pass.HeadIn, dHeadOut);
@@ -159,10 +159,10 @@ internal sealed class DitBackward(Dit model, DitPass pass, Func<string, bool> tr
             }
 
             // Time projection and embedding (t itself takes no gradient).
-            var de6Device = pass.UploadFloats(de6, batch, 6 * dim);
+            var de6Device = pass.UploadFloats(de6, [batch, 6 * dim], owner: s);
             var dESilu = grads.LinearBackward(s, "time_projection.1", pass.ESilu, de6Device);
             var dEFromProjection = s.Gradients("silu", s_none, dESilu, [("x", pass.E)], "x")["x"];
-            var dETotal = s.Add(dEFromProjection, pass.UploadFloats(dE, batch, dim));
+            var dETotal = s.Add(dEFromProjection, pass.UploadFloats(dE, [batch, dim], owner: s));
             var dTimeAct = grads.LinearBackward(s, "time_embedding.2", pass.TimeAct, dETotal);
             var dTimeHidden = s.Gradients("silu", s_none, dTimeAct, [("x", pass.TimeHidden)], "x")["x"];
             grads.LinearBackward(s, "time_embedding.0", pass.Sinusoid, dTimeHidden);

@@ -64,13 +64,7 @@ internal sealed class DitBlock : IDisposable
         int dim = Model.Config.Dim;
         var modulation = Model.HostModulation(_prefix + "modulation");
         for (int k = 0; k < 6; k++)
-        {
-            var chunk = _pass.ModulationChunk(modulation, _pass.E6Host, 6, k);
-            _modulation[k] = s.New(_pass.Batch, dim);
-            using var host = Tensor.Host(DType.F32, _pass.Batch, dim);
-            chunk.CopyTo(host.HostSpan<float>());
-            Model.Backend.CopyFromHost(host, _modulation[k]);
-        }
+            _modulation[k] = _pass.UploadFloats(_pass.ModulationChunk(modulation, _pass.E6Host, 6, k), [_pass.Batch, dim], owner: s);
 
         _x = x;
         _norm1 = s.Run("layer_norm", _eps, ("x", x));

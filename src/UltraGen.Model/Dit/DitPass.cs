@@ -49,10 +49,10 @@ public sealed class DitPass : IDisposable
 
     internal DeviceScope Scope => _scope;
 
-    internal Tensor Upload(Tensor host)
+    /// <summary>A device copy of <paramref name="host"/>, owned by <paramref name="owner"/> (default: the pass).</summary>
+    internal Tensor Upload(Tensor host, DeviceScope? owner = null)
     {
-        var device = _scope.Backend.Allocate(DType.F32, host.ShapeArray);
-        _scope.Adopt(device);
+        var device = (owner ?? _scope).Adopt(_scope.Backend.Allocate(DType.F32, host.ShapeArray));
         if (host.DType == DType.F32) _scope.Backend.CopyFromHost(host, device);
         else
         {
@@ -70,11 +70,11 @@ public sealed class DitPass : IDisposable
         return host.HostSpan<float>().ToArray();
     }
 
-    internal Tensor UploadFloats(float[] values, params int[] shape)
+    internal Tensor UploadFloats(float[] values, int[] shape, DeviceScope? owner = null)
     {
         using var host = Tensor.Host(DType.F32, shape);
         values.CopyTo(host.HostSpan<float>());
-        return Upload(host);
+        return Upload(host, owner);
     }
 
     internal void Run(Tensor latent, Tensor timestep, Tensor context)
@@ -137,8 +137,8 @@ public sealed class DitPass : IDisposable
 
         // Head: (head.modulation + e).chunk(2) = shift, scale; Linear(LN(x)(1+scale)+shift); unpatchify.
         var headModulation = dit.HostModulation("head.modulation");
-        HeadShift = UploadFloats(ModulationChunk(headModulation, EHost, 2, 0), Batch, dim);
-        HeadScale = UploadFloats(ModulationChunk(headModulation, EHost, 2, 1), Batch, dim);
+        HeadShift = UploadFloats(ModulationChunk(headModulation, EHost, 2, 0), [Batch, dim]);
+        HeadScale = UploadFloats(ModulationChunk(headModulation, EHost, 2, 1), [Batch, dim]);
         HeadNorm = s.Run("layer_norm", OpParams.Of(("eps", config.Eps)), ("x", XFinal));
         HeadIn = s.Run("modulate", s_none, ("x", HeadNorm), ("shift", HeadShift), ("scale", HeadScale));
         HeadOut = Linear(HeadIn, "head.head");

@@ -21,15 +21,7 @@ public class InspectCommandTests
 
     private string PathOf(string name) => Path.Combine(_directory, name);
 
-    private static (int ExitCode, string Out, string Error) Invoke(params string[] args)
-    {
-        var (oldOut, oldError) = (Console.Out, Console.Error);
-        var (output, error) = (new StringWriter(), new StringWriter());
-        Console.SetOut(output);
-        Console.SetError(error);
-        try { return (Program.Main(args), output.ToString(), error.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldError); }
-    }
+    private static (int ExitCode, string Out, string Error) Invoke(params string[] args) => CliRunner.Invoke(args);
 
     [Test]
     public void Prints_config_counts_dtypes_and_plan_of_a_tiny_checkpoint()

@@ -23,15 +23,7 @@ public class OpsCommandTests
 
     private string PathOf(string name) => Path.Combine(_directory, name);
 
-    private static (int ExitCode, string Out, string Error) Invoke(params string[] args)
-    {
-        var (oldOut, oldError) = (Console.Out, Console.Error);
-        var (output, error) = (new StringWriter(), new StringWriter());
-        Console.SetOut(output);
-        Console.SetError(error);
-        try { return (Program.Main(args), output.ToString(), error.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldError); }
-    }
+    private static (int ExitCode, string Out, string Error) Invoke(params string[] args) => CliRunner.Invoke(args);
 
     /// <summary>A file from a literal header and data buffer, for malformed variants.</summary>
     private string WriteRaw(string name, string header, byte[] data, ulong? headerLengthOverride = null)
