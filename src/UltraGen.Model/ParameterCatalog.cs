@@ -87,7 +87,9 @@ public readonly record struct ParameterCounts(GroupCount Base, GroupCount Lora, 
 
 /// <summary>
 /// The complete list of a configuration's parameters with their shapes, in the Wan naming of spec §2.3 plus UltraGen's
-/// additions for decomposed blocks (spec §1.3), in the order of a PyTorch <c>state_dict</c>. <see cref="Count"/> walks
+/// additions for decomposed blocks (spec §1.3), in Wan2.1's <c>state_dict</c> order with each decomposed block's UltraGen
+/// tensors after its Wan ones (the released UltraGen code registers <c>norm_q</c>/<c>norm_k</c> after its own modules
+/// and <c>norm3</c> after <c>cross_attn</c>; loading matches by name, so only file order differs). <see cref="Count"/> walks
 /// the same table arithmetically and allocates nothing, so it can size the 1.3B model without building its names.
 /// </summary>
 public static class ParameterCatalog
@@ -258,7 +260,7 @@ public static class ParameterCatalog
     }
 
     /// <summary>
-    /// The full parameter list of <paramref name="config"/> in state_dict order. Validates the configuration first.
+    /// The full parameter list of <paramref name="config"/> in the catalogue order above. Validates the configuration first.
     /// </summary>
     public static IReadOnlyList<ParameterSpec> List(ModelConfig config)
     {
