@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using UltraGen.Generation.Data;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Training;
 using UltraGen.Model;
@@ -38,23 +39,26 @@ public static class TrainCommand
         var checkpointEvery = new Option<long>("--checkpoint-every") { DefaultValueFactory = _ => 100 };
         var recompute = new Option<bool>("--recompute") { Description = "recompute each block in the backward pass (less memory, ~1 more forward)" };
         var backend = new Option<string>("--backend") { Description = "auto, cpu, ilgpu, cuda or reference", DefaultValueFactory = _ => "auto" };
+        var subset = new Option<string?>("--subset") { Description = "train only on the training prompts matching field=word pairs, e.g. \"color=red,shape=square,background=black\" (a curriculum's first stage; alternatives with |)" };
         var notes = new Option<string?>("--notes") { Description = "text stored in the model file (how it was made)" };
 
         var command = new Command("train", "Train a pixel-space text-to-video model on the procedural dataset (flow matching, AdamW)");
         foreach (var option in new Option[] { output, from, ultragen, coordinates, frames, height, width, steps, stopAt, batch, lr, warmup, cosine, mode, weighting, shift, seed,
-                     checkpointEvery, recompute, backend, notes })
+                     checkpointEvery, recompute, backend, subset, notes })
             command.Options.Add(option);
         command.SetAction(result => CommandGuard.Run(() =>
         {
             string outputPath = Path.GetFullPath(result.GetValue(output)!);
             var format = new VideoFormat(result.GetValue(frames), result.GetValue(height), result.GetValue(width));
             ulong runSeed = result.GetValue(seed);
+            string? subsetFilter = result.GetValue(subset);
+            var prompts = subsetFilter is null ? null : PromptGrammar.Subset(subsetFilter);   // a bad filter fails before any work
             using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), result.GetValue(coordinates), format, runSeed);
             using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why);
             var settings = new VideoTrainingSettings
             {
                 Format = format, BatchSize = result.GetValue(batch), Mode = result.GetValue(mode), Shift = result.GetValue(shift),
-                Weighting = result.GetValue(weighting), Seed = runSeed, DitOptions = new() { RecomputeBlocks = result.GetValue(recompute) },
+                Weighting = result.GetValue(weighting), Seed = runSeed, Prompts = prompts, PromptsFilter = subsetFilter, DitOptions = new() { RecomputeBlocks = result.GetValue(recompute) },
             };
             using var task = new VideoTrainingTask(model, device, settings);
             string checkpoint = outputPath + ".ckpt";
@@ -70,7 +74,7 @@ public static class TrainCommand
             Console.WriteLine($"backend: {device.Name} ({why})");
             Console.WriteLine(FormattableString.Invariant(
                 $"model: dim {model.Config.Dim}, {model.Config.Layers} layers, heads {model.Config.Heads}, full blocks {model.Config.FullAttentionBlocks}, {model.Config.InChannels} input channels; training {parameters:N0} parameters ({settings.Mode})"));
-            Console.WriteLine($"data: {format} (frames×height×width), batch {settings.BatchSize}; {options.Config}");
+            Console.WriteLine($"data: {format} (frames×height×width), batch {settings.BatchSize}, {(prompts is null ? $"all {PromptGrammar.Training.Count} training prompts" : $"{prompts.Count} training prompts matching {subsetFilter}")}; {options.Config}");
             if (options.ResumeFrom is not null) Console.WriteLine($"resuming from {checkpoint} (step {Checkpoint.ReadStep(checkpoint)})");
 
             using var cancel = new CancellationTokenSource();

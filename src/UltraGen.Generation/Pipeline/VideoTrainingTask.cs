@@ -48,6 +48,15 @@ public sealed record VideoTrainingSettings
     /// <summary>Probability that a sample's prompt is dropped (the unconditional context, so CFG works at sampling).</summary>
     public double PromptDropout { get; init; } = 0.1;
 
+    /// <summary>
+    /// The training prompts to draw from (<see cref="PromptGrammar.Subset"/>); null = every training prompt. A curriculum's
+    /// first stage trains on a subset.
+    /// </summary>
+    public IReadOnlyList<VideoPrompt>? Prompts { get; init; }
+
+    /// <summary>Text of the subset filter, for the checkpoint's description (a resumed run must use the same).</summary>
+    public string? PromptsFilter { get; init; }
+
     /// <summary>Seed of the data stream (prompts, render jitter), timesteps and noise.</summary>
     public ulong Seed { get; init; }
 
@@ -56,7 +65,7 @@ public sealed record VideoTrainingSettings
 
 /// <summary>
 /// Flow-matching training of a <see cref="VideoModel"/> on the procedural dataset (spec §2.6 objective): for sample i of
-/// step s (index s·B + i) a training prompt and its render seed come from <see cref="PromptGrammar.Sample"/>, the
+/// step s (index s·B + i) a training prompt and its render seed come from <see cref="PromptGrammar.Sample(long, long, IReadOnlyList{VideoPrompt})"/>, the
 /// timestep from the training grid, the noise ε from <see cref="GaussianNoise"/>; x_t = (1−σ)x₀ + σε, target ε − x₀,
 /// loss = mean over the batch of w(t)·mean((v̂ − target)²). Everything is a function of (seed, step), so a resumed run
 /// repeats an uninterrupted one.
@@ -78,6 +87,12 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
         ArgumentNullException.ThrowIfNull(settings);
         if (settings.BatchSize < 1) throw new OpParameterException($"batch size must be at least 1, got {settings.BatchSize}");
         if (settings.PromptDropout is < 0 or > 1) throw new OpParameterException($"prompt dropout must be in [0, 1], got {settings.PromptDropout}");
+        if (settings.Prompts is { } pool)
+        {
+            if (pool.Count == 0) throw new OpParameterException("the training prompt subset is empty");
+            if (pool.FirstOrDefault(p => PromptGrammar.HeldOut.Contains(p)) is { } heldOut)
+                throw new OpParameterException($"the training prompt subset contains the held-out prompt \"{heldOut.Text}\"");
+        }
         _model = model;
         _settings = settings;
         _schedule = FlowMatchScheduler.TrainingTimesteps(1000, settings.Shift);
@@ -96,13 +111,13 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
 
     /// <summary>A short description for the checkpoint's config string (resuming with different settings is refused).</summary>
     public string Describe() => FormattableString.Invariant(
-        $"format {_settings.Format}, batch {_settings.BatchSize}, mode {_settings.Mode}, shift {_settings.Shift}, weighting {_settings.Weighting}, dropout {_settings.PromptDropout}, dim {_model.Config.Dim}, layers {_model.Config.Layers}, inputs {_model.Config.InChannels}, full blocks {_model.Config.FullAttentionBlocks}");
+        $"format {_settings.Format}, batch {_settings.BatchSize}, mode {_settings.Mode}, shift {_settings.Shift}, weighting {_settings.Weighting}, dropout {_settings.PromptDropout}, prompts {(_settings.Prompts is null ? "all" : $"{_settings.PromptsFilter ?? "subset"} ({_settings.Prompts.Count})")}, dim {_model.Config.Dim}, layers {_model.Config.Layers}, inputs {_model.Config.InChannels}, full blocks {_model.Config.FullAttentionBlocks}");
 
     /// <summary>The clean video and prompt of sample <paramref name="index"/> of the stream.</summary>
     public (VideoPrompt Prompt, float[] Video) Example(long index)
     {
         long seed = unchecked((long)_settings.Seed);
-        var prompt = PromptGrammar.Sample(seed, index);
+        var prompt = _settings.Prompts is { } pool ? PromptGrammar.Sample(seed, index, pool) : PromptGrammar.Sample(seed, index);
         var format = _settings.Format;
         return (prompt, ProceduralVideo.Render(prompt, format.Width, format.Height, format.Frames, PromptGrammar.SampleRenderSeed(seed, index)));
     }

@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using UltraGen.Core;
 using UltraGen.Core.Safetensors;
+using UltraGen.Generation.Data;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Text;
 using UltraGen.Model;
@@ -277,5 +278,22 @@ public class PipelineTests
             Assert.That(gradient.HostSpan<float>().ToArray().All(float.IsFinite), name);
         }
         foreach (var tensor in a.Values.Concat(b.Values).Concat(c.Values)) tensor.Dispose();
+    }
+
+    [Test]
+    public void A_prompt_subset_restricts_the_training_data_and_rejects_held_out_prompts()
+    {
+        using var model = RandomModel(9);
+        using var backend = Backend("cpu");
+        var pool = PromptGrammar.Subset("color=red,shape=square,background=black");
+        using var task = new VideoTrainingTask(model, backend, new VideoTrainingSettings { Format = TinyFormat, BatchSize = 2, Seed = 11, Prompts = pool, PromptsFilter = "red squares" });
+        var seen = Enumerable.Range(0, 40).Select(i => task.Example(i).Prompt).ToHashSet();
+        Assert.That(seen, Is.EquivalentTo(pool));
+        Assert.That(task.Describe(), Does.Contain("prompts red squares (4)"));
+
+        var withHeldOut = pool.Append(PromptGrammar.HeldOut[0]).ToArray();
+        var error = Assert.Throws<OpParameterException>(() => new VideoTrainingTask(model, backend,
+            new VideoTrainingSettings { Format = TinyFormat, Prompts = withHeldOut }))!;
+        Assert.That(error.Message, Does.Contain("held-out"));
     }
 }

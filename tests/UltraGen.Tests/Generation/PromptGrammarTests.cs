@@ -88,4 +88,43 @@ public class PromptGrammarTests
         Assert.That(otherSeed, Is.Not.EqualTo(firstEpoch), "the seed changes the order");
         Assert.That(PromptGrammar.SampleRenderSeed(Seed, 5), Is.Not.EqualTo(PromptGrammar.SampleRenderSeed(Seed, 6)));
     }
+
+    [Test]
+    public void SubsetSelectsTheMatchingTrainingPromptsAndSamplesThemBalanced()
+    {
+        var redSquares = PromptGrammar.Subset("color=red, shape=square ,background=black");
+        Assert.That(redSquares.Select(p => p.Text), Is.EquivalentTo(new[] { "left", "right", "up", "down" }
+            .Select(d => $"a red square moving {d} on a black background")));
+
+        var twoColours = PromptGrammar.Subset("colour=green|blue,direction=up");
+        Assert.That(twoColours.All(p => p.Direction == MotionDirection.Up && p.Color is ObjectColor.Green or ObjectColor.Blue), Is.True);
+        int expected = PromptGrammar.Training.Count(p => p.Direction == MotionDirection.Up && p.Color is ObjectColor.Green or ObjectColor.Blue);
+        Assert.That(twoColours, Has.Count.EqualTo(expected));
+        Assert.That(twoColours.Any(PromptGrammar.IsHeldOut), Is.False, "held-out prompts never enter a subset");
+        Assert.That(PromptGrammar.Subset(""), Has.Count.EqualTo(PromptGrammar.Training.Count), "an empty filter keeps everything");
+
+        // Sampling over a pool: every epoch visits the pool once, in a per-epoch order.
+        var epochs = Enumerable.Range(0, 3).Select(e => Enumerable.Range(e * 4, 4).Select(i => PromptGrammar.Sample(7, i, redSquares)).ToList()).ToList();
+        foreach (var epoch in epochs) Assert.That(epoch, Is.EquivalentTo(redSquares));
+        Assert.That(epochs.Distinct(new SequenceComparer()).Count(), Is.GreaterThan(1), "epochs are shuffled anew");
+        Assert.That(Enumerable.Range(0, 280).Select(i => PromptGrammar.Sample(7, i, PromptGrammar.Training)),
+            Is.EqualTo(Enumerable.Range(0, 280).Select(i => PromptGrammar.Sample(7, i))), "the full pool is the default sampler");
+    }
+
+    [TestCase("color=purple", "unknown color 'purple'")]
+    [TestCase("size=big", "unknown field 'size'")]
+    [TestCase("color", "not field=word")]
+    [TestCase("color=red,color=blue", "given twice")]
+    [TestCase("color=red,shape=triangle,background=navy,direction=right", "matches no training prompt")] // held out
+    public void SubsetRejectsBadFiltersWithTheReason(string filter, string reason)
+    {
+        var error = Assert.Throws<PromptParseException>(() => PromptGrammar.Subset(filter))!;
+        Assert.That(error.Message, Does.Contain(reason));
+    }
+
+    private sealed class SequenceComparer : IEqualityComparer<List<VideoPrompt>>
+    {
+        public bool Equals(List<VideoPrompt>? x, List<VideoPrompt>? y) => x!.SequenceEqual(y!);
+        public int GetHashCode(List<VideoPrompt> obj) => obj.Count;
+    }
 }
