@@ -57,8 +57,11 @@ internal sealed class DitBlock : IDisposable
 
     private OpParams CrossAttentionParams => OpParams.Of(("heads", Model.Config.Heads));
 
-    /// <summary>Runs the block on <paramref name="x"/> (B, N, D), keeping its activations; returns x' (owned by the block).</summary>
-    public Tensor Forward(Tensor x)
+    /// <summary>
+    /// Runs the block on <paramref name="x"/> (B, N, D), keeping its activations; returns x' (owned by the block, or
+    /// written into <paramref name="into"/> (B, N, D) when given: inference, where the block is disposed right after).
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor? into = null)
     {
         var s = _scope;
         int dim = Model.Config.Dim;
@@ -88,7 +91,7 @@ internal sealed class DitBlock : IDisposable
         _ffnHidden = Linear(_ffnIn, "ffn.0");
         _ffnAct = s.Run("gelu_tanh", s_none, ("x", _ffnHidden));
         _ffnOut = Linear(_ffnAct, "ffn.2");
-        return s.Run("gated_residual", s_none, ("x", _h2), ("y", _ffnOut), ("gate", _modulation[5]));
+        return s.Run("gated_residual", s_none, into, ("x", _h2), ("y", _ffnOut), ("gate", _modulation[5]));
     }
 
     /// <summary>
