@@ -20,7 +20,7 @@ public sealed record DitForwardMemory(long PeakBytes, long TextBytes, long PassB
 /// anything: weights (every parameter as f32, as <see cref="Dit"/> uploads them) and the peak of one inference
 /// <see cref="Dit.Forward"/>. The forward is replayed allocation by allocation in the order <see cref="DitPass"/>,
 /// <see cref="DitBlock"/> and the composite ops of <see cref="Ops.Backends.CompositeOps"/> make them, each tensor
-/// freed when its <see cref="Ops.Backends.DeviceScope"/> is, so the result is what a counting backend
+/// freed where they free it (inference frees every intermediate after its last use), so the result is what a counting backend
 /// (<see cref="Ops.Backends.IBackend.Allocations"/>) observes. It covers kernel backends (cpu, ilgpu, cuda), where composite ops run as
 /// graphs of primitives; kernels' private scratch (the Cpu linear's transposed weight, flash-attention tiles, cuBLAS's
 /// workspace) is not in it. Keep it in step with those files: a test holds it to the Cpu backend's counter.
@@ -68,33 +68,49 @@ public static class DitMemory
         return trace.Result();
     }
 
-    /// <summary>DitBlock.Forward with its output written into the pass's spare token buffer (inference).</summary>
+    /// <summary>
+    /// DitBlock.Forward in inference: each intermediate freed after its last use, the output written into the pass's spare
+    /// token buffer.
+    /// </summary>
     private static void Block(Trace trace, ModelConfig config, int batch, Grid3 grid, int block)
     {
         long b = batch, n = grid.TokenCount, d = config.Dim, l = config.TextLen;
         long tokens = b * n * d, text = b * l * d, hidden = b * n * config.FfnDim;
         trace.Open(Part.Block, block);
         for (int i = 0; i < 6; i++) trace.Alloc(b * d, "modulation");
-        trace.Alloc(tokens, "norm1");
-        trace.Alloc(tokens, "self-attention input");
-        trace.Alloc(tokens, "self-attention output");
+        var norm1 = trace.Alloc(tokens, "norm1");
+        var selfIn = trace.Alloc(tokens, "self-attention input");
+        trace.Free(norm1);
+        var selfOut = trace.Alloc(tokens, "self-attention output");
         if (config.IsDecomposed(block)) UltraGenSelfAttention(trace, config, batch, grid, block);
         else WanSelfAttention(trace, batch, grid, d);
-        trace.Alloc(tokens, "h");
-        if (config.CrossAttnNorm) trace.Alloc(tokens, "norm3");
-        trace.Alloc(tokens, "cross q (pre-norm)");
-        trace.Alloc(text, "cross k (pre-norm)");
-        trace.Alloc(tokens, "cross q");
-        trace.Alloc(text, "cross k");
-        trace.Alloc(text, "cross v");
-        trace.Alloc(tokens, "cross-attention");
-        trace.Alloc(tokens, "cross-attention W_o");
+        trace.Free(selfIn);
+        var h = trace.Alloc(tokens, "h");
+        trace.Free(selfOut);
+        var norm3 = config.CrossAttnNorm ? trace.Alloc(tokens, "norm3") : null;
+        var qPre = trace.Alloc(tokens, "cross q (pre-norm)");
+        trace.Free(norm3);
+        var kPre = trace.Alloc(text, "cross k (pre-norm)");
+        var q = trace.Alloc(tokens, "cross q");
+        trace.Free(qPre);
+        var k = trace.Alloc(text, "cross k");
+        trace.Free(kPre);
+        var v = trace.Alloc(text, "cross v");
+        var attention = trace.Alloc(tokens, "cross-attention");
+        trace.Free(q, k, v);
+        var output = trace.Alloc(tokens, "cross-attention W_o");
+        trace.Free(attention);
         trace.Alloc(tokens, "h2");
-        trace.Alloc(tokens, "norm2");
-        trace.Alloc(tokens, "FFN input");
-        trace.Alloc(hidden, "FFN hidden");
-        trace.Alloc(hidden, "FFN GELU");
+        trace.Free(h, output);
+        var norm2 = trace.Alloc(tokens, "norm2");
+        var ffnIn = trace.Alloc(tokens, "FFN input");
+        trace.Free(norm2);
+        var ffnHidden = trace.Alloc(hidden, "FFN hidden");
+        trace.Free(ffnIn);
+        var ffnAct = trace.Alloc(hidden, "FFN GELU");
+        trace.Free(ffnHidden);
         trace.Alloc(tokens, "FFN output");
+        trace.Free(ffnAct);
         trace.Close();
     }
 
@@ -103,29 +119,41 @@ public static class DitMemory
     {
         long tokens = batch * grid.TokenCount * dim;
         trace.Open(Part.Block);
-        Qkv(trace, tokens, 0, dim, "full attention");
+        var qkv = Qkv(trace, tokens, 0, dim, "full attention");
         trace.Alloc(tokens, "full attention");
+        trace.Free(qkv);
         trace.Close();
     }
 
     /// <summary>
-    /// The Qkv helper of the composites: q, k, v = linear (+ LoRA: rank-r hidden, output, sum) each, then RMSNorm of q and k.
+    /// The Qkv helper of the composites, forward only: q, k, v = linear (+ LoRA: rank-r hidden, output, sum, the parts
+    /// freed once summed) each, then RMSNorm of q and k (each freeing its input). Returns q, k and v (normed).
     /// </summary>
-    private static void Qkv(Trace trace, long elements, int loraRank, long dim, string branch)
+    private static Trace.Buffer[] Qkv(Trace trace, long elements, int loraRank, long dim, string branch)
     {
+        var projected = new Trace.Buffer[3];
         for (int projection = 0; projection < 3; projection++)
         {
-            trace.Alloc(elements, $"{branch} projection");
+            var y = trace.Alloc(elements, $"{branch} projection");
+            projected[projection] = y;
             if (loraRank == 0) continue;
-            trace.Alloc(elements / dim * loraRank, $"{branch} LoRA hidden");
-            trace.Alloc(elements, $"{branch} LoRA output");
-            trace.Alloc(elements, $"{branch} projection + LoRA");
+            var hidden = trace.Alloc(elements / dim * loraRank, $"{branch} LoRA hidden");
+            var lora = trace.Alloc(elements, $"{branch} LoRA output");
+            trace.Free(hidden);
+            projected[projection] = trace.Alloc(elements, $"{branch} projection + LoRA");
+            trace.Free(y, lora);
         }
-        trace.Alloc(elements, $"{branch} q norm");
-        trace.Alloc(elements, $"{branch} k norm");
+        var q = trace.Alloc(elements, $"{branch} q norm");
+        trace.Free(projected[0]);
+        var k = trace.Alloc(elements, $"{branch} k norm");
+        trace.Free(projected[1]);
+        return [q, k, projected[2]];
     }
 
-    /// <summary>CompositeOps.UltraGen forward (decomposed block): gates, local, global and hierarchical branches, fusion.</summary>
+    /// <summary>
+    /// CompositeOps.UltraGen forward only (decomposed block): gates, then the local, global and hierarchical branches
+    /// (each freeing its inputs, q/k/v and pre-resize maps once used), the fusion freeing the three branch outputs.
+    /// </summary>
     private static void UltraGenSelfAttention(Trace trace, ModelConfig config, int batch, Grid3 grid, int block)
     {
         long b = batch, d = config.Dim;
@@ -139,38 +167,72 @@ public static class DitMemory
             for (int i = 0; i < 6; i++) trace.Alloc(b * d, "gate MLP");
         }
 
+        // A branch's attention output, resized back to the token grid when its grid differs (a new tensor, the map freed).
+        Trace.Buffer? Back(Trace.Buffer attention, Grid3 attended, string what)
+        {
+            if (attended == grid) return attention;
+            var back = trace.Alloc(tokens, what);
+            trace.Free(attention);
+            return back;
+        }
+
         var local = plan.Local.Layout.Grid;
-        if (local != grid) trace.Alloc(Elements(local), "local resize");
-        Qkv(trace, Elements(local), 0, d, "local");
-        trace.Alloc(Elements(local), "local attention");
-        if (local != grid) trace.Alloc(tokens, "local resize back");
+        var localIn = local != grid ? trace.Alloc(Elements(local), "local resize") : null;
+        var qkv = Qkv(trace, Elements(local), 0, d, "local");
+        trace.Free(localIn);
+        var localAttention = trace.Alloc(Elements(local), "local attention");
+        trace.Free(qkv);
+        var zLocal = Back(localAttention, local, "local resize back");
 
         var global = plan.Global.Layout.Grid;
-        trace.Alloc(Elements(plan.Global.InputGrid), "global compression");
-        Qkv(trace, Elements(global), config.LoraRank, d, "global");
-        trace.Alloc(Elements(global), "global attention");
-        if (global != grid) trace.Alloc(tokens, "global resize back");
-        trace.Alloc(tokens, "global conv3d");
+        var globalIn = trace.Alloc(Elements(plan.Global.InputGrid), "global compression");
+        qkv = Qkv(trace, Elements(global), config.LoraRank, d, "global");
+        trace.Free(globalIn);
+        var globalAttention = trace.Alloc(Elements(global), "global attention");
+        trace.Free(qkv);
+        var globalUp = Back(globalAttention, global, "global resize back");
+        var zGlobal = trace.Alloc(tokens, "global conv3d");
+        trace.Free(globalUp);
 
         var compressed = plan.Hierarchical.InputGrid;
         var hierarchical = plan.Hierarchical.Layout.Grid;
-        trace.Alloc(Elements(compressed), "hierarchical compression");
-        if (hierarchical != compressed) trace.Alloc(Elements(hierarchical), "hierarchical resize");
-        Qkv(trace, Elements(hierarchical), config.LoraRank, d, "hierarchical");
-        trace.Alloc(Elements(hierarchical), "hierarchical attention");
-        if (hierarchical != grid) trace.Alloc(tokens, "hierarchical resize back");
-        trace.Alloc(tokens, "hierarchical conv3d");
+        var hierCompressed = trace.Alloc(Elements(compressed), "hierarchical compression");
+        var hierIn = hierCompressed;
+        if (hierarchical != compressed)
+        {
+            hierIn = trace.Alloc(Elements(hierarchical), "hierarchical resize");
+            trace.Free(hierCompressed);
+        }
+        qkv = Qkv(trace, Elements(hierarchical), config.LoraRank, d, "hierarchical");
+        trace.Free(hierIn);
+        var hierAttention = trace.Alloc(Elements(hierarchical), "hierarchical attention");
+        trace.Free(qkv);
+        var hierUp = Back(hierAttention, hierarchical, "hierarchical resize back");
+        var zHier = trace.Alloc(tokens, "hierarchical conv3d");
+        trace.Free(hierUp);
 
         trace.Alloc(tokens, "gate fusion");
+        trace.Free(zLocal, zHier, zGlobal);
         trace.Close();
     }
 
     private enum Part { Pass, Text, Block }
 
-    /// <summary>Scoped allocations (a scope frees everything it allocated when closed) with the peak and its composition.</summary>
+    /// <summary>
+    /// Allocations in scopes (a scope frees what it still holds when closed; <see cref="Free"/> frees one early), with the
+    /// peak and what made it up.
+    /// </summary>
     private sealed class Trace
     {
-        private readonly Stack<(Part Part, int Block, List<(long Bytes, Part Part)> Owned)> _scopes = new();
+        /// <summary>One allocation.</summary>
+        public sealed class Buffer(long bytes, Part part)
+        {
+            public long Bytes { get; } = bytes;
+            public Part Part { get; } = part;
+            public bool Freed { get; set; }
+        }
+
+        private readonly Stack<(Part Part, int Block, List<Buffer> Owned)> _scopes = new();
         private readonly long[] _live = new long[3];
         private long _total, _peak;
         private long[] _atPeak = new long[3];
@@ -182,30 +244,34 @@ public static class DitMemory
             _scopes.Push((part, owner, []));
         }
 
-        public void Alloc(long elements, string what, Part? part = null)
+        public Buffer Alloc(long elements, string what, Part? part = null)
         {
             var scope = _scopes.Peek();
-            var category = part ?? scope.Part;
-            long bytes = checked(elements * F32);
-            scope.Owned.Add((bytes, category));
-            _live[(int)category] += bytes;
-            _total += bytes;
+            var buffer = new Buffer(checked(elements * F32), part ?? scope.Part);
+            scope.Owned.Add(buffer);
+            _live[(int)buffer.Part] += buffer.Bytes;
+            _total += buffer.Bytes;
             if (_total > _peak)
             {
                 _peak = _total;
                 _atPeak = (long[])_live.Clone();
                 _peakAt = scope.Block >= 0 ? $"block {scope.Block}, {what}" : what;
             }
+            return buffer;
         }
 
-        public void Close()
+        public void Free(params Buffer?[] buffers)
         {
-            foreach (var (bytes, part) in _scopes.Pop().Owned)
+            foreach (var buffer in buffers)
             {
-                _live[(int)part] -= bytes;
-                _total -= bytes;
+                if (buffer is null || buffer.Freed) continue;
+                buffer.Freed = true;
+                _live[(int)buffer.Part] -= buffer.Bytes;
+                _total -= buffer.Bytes;
             }
         }
+
+        public void Close() => Free([.. _scopes.Pop().Owned]);
 
         public DitForwardMemory Result() =>
             new(_peak, _atPeak[(int)Part.Text], _atPeak[(int)Part.Pass], _atPeak[(int)Part.Block], _peakAt);

@@ -69,6 +69,29 @@ public class DitMemoryTests
     }
 
     [Test]
+    public void Inference_forward_that_frees_early_equals_the_forward_that_keeps_everything()
+    {
+        // Inference frees each intermediate after its last use; a tensor freed too early would be read after its memory
+        // was reused. The velocity must equal, bit for bit, that of the training forward, which frees nothing.
+        var config = TinyLatent;
+        using var backend = new CpuBackend();
+        using var weights = ModelWeights.Random(config, seed: 8);
+        using var dit = new Dit(config, backend, weights);
+        var random = new Random(12);
+        using var latent = Tensor.Host(DType.F32, 2, 16, 2, 16, 20);
+        using var timestep = Tensor.Host(DType.F32, 2);
+        using var context = Tensor.Host(DType.F32, 2, config.TextLen, config.TextDim);
+        foreach (var tensor in new[] { latent, context })
+            foreach (ref float value in tensor.HostSpan<float>()) value = (float)(random.NextDouble() * 2 - 1);
+        timestep.HostSpan<float>()[0] = 900;
+        timestep.HostSpan<float>()[1] = 120;
+        float[] kept;
+        using (var pass = dit.ForwardForBackward(latent, timestep, context)) kept = pass.Velocity.HostSpan<float>().ToArray();
+        using var inference = dit.Forward(latent, timestep, context);
+        Assert.That(inference.HostSpan<float>().ToArray(), Is.EqualTo(kept));
+    }
+
+    [Test]
     public void Inference_memory_does_not_grow_with_depth()
     {
         // The forward keeps two token buffers whatever the depth: 8 blocks peak where 2 do.
@@ -81,15 +104,17 @@ public class DitMemoryTests
     [Test]
     public void Wan_1080p_estimate_is_what_its_tensors_add_up_to()
     {
-        // Independent arithmetic for the 1080P·81 peak (block 0, at the FFN's output): the block holds 13 (B, N, D)
-        // tensors, 2 (B, N, FFN) tensors, 3 (B, L, D) cross-attention keys/values and 6 (B, D) modulation chunks; the pass
-        // holds the latent and its patches, 2 token buffers, the time embedding and the text context.
+        // Independent arithmetic for the 1080P·81 peak (block 0, at the FFN's GELU): inference frees every intermediate
+        // after its last use, so the block holds h2 (B, N, D), the FFN's hidden and GELU tensors (B, N, FFN) and 6 (B, D)
+        // modulation chunks; the pass holds the latent and its patches, 2 token buffers, the time embedding and the text
+        // context.
         var config = ModelConfig.Wan21T2V13B;
         long b = 2, n = 21L * 68 * 120, d = 1536, f = 8960, l = 512, latent = b * 16 * 21 * 136 * 240;
-        long block = 13 * b * n * d + 2 * b * n * f + 3 * b * l * d + 6 * b * d;
+        long block = b * n * d + 2 * b * n * f + 6 * b * d;
         long pass = b + 2 * latent + 2 * b * n * d + b * 256 + 4 * b * d + 6 * b * d;
         long text = b * l * 4096 + 3 * b * l * d;
         var estimate = DitMemory.Forward(config, 2, new Grid3(21, 68, 120));
+        Assert.That(estimate.PeakAt, Does.Contain("FFN GELU"));
         Assert.That(estimate.BlockBytes, Is.EqualTo(4 * block));
         Assert.That(estimate.PassBytes, Is.EqualTo(4 * pass));
         Assert.That(estimate.TextBytes, Is.EqualTo(4 * text));
