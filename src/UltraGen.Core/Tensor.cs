@@ -22,11 +22,17 @@ public abstract class TensorStorage : IDisposable
 public sealed unsafe class HostStorage : TensorStorage
 {
     private void* _pointer;
+    private readonly MemoryCounter? _counter;
 
-    public HostStorage(long byteCount) : base(byteCount)
+    public HostStorage(long byteCount) : this(byteCount, null) { }
+
+    /// <summary>Host memory whose bytes are reported to <paramref name="counter"/> (when given) until freed.</summary>
+    public HostStorage(long byteCount, MemoryCounter? counter) : base(byteCount)
     {
         _pointer = NativeMemory.AlignedAlloc((nuint)Math.Max(byteCount, 1), 64);
         if (_pointer == null) throw new OutOfMemoryException($"could not allocate {byteCount} bytes of host memory");
+        _counter = counter;
+        _counter?.Allocated(byteCount);
     }
 
     public override string Location => "host";
@@ -49,13 +55,18 @@ public sealed unsafe class HostStorage : TensorStorage
         {
             NativeMemory.AlignedFree(_pointer);
             _pointer = null;
+            _counter?.Freed(ByteCount);
         }
         GC.SuppressFinalize(this);
     }
 
     ~HostStorage()
     {
-        if (_pointer != null) NativeMemory.AlignedFree(_pointer);
+        if (_pointer != null)
+        {
+            NativeMemory.AlignedFree(_pointer);
+            _counter?.Freed(ByteCount);
+        }
     }
 }
 

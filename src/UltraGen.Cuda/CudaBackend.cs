@@ -144,11 +144,19 @@ public sealed class CudaBackend : KernelBackend
 
     // ---- memory ----
 
+    private readonly MemoryCounter _allocations = new();
+
     public override Tensor Allocate(DType dtype, int[] shape)
     {
         long bytes = checked(Shape.ElementCount(shape) * DTypes.SizeOf(dtype));
-        return new Tensor(dtype, shape, new CudaStorage(_device, bytes));
+        return new Tensor(dtype, shape, new CudaStorage(_device, bytes, _allocations));
     }
+
+    /// <summary>The tensors <see cref="Allocate"/> handed out (launcher scratch, cached constants and cuBLAS's workspace are not counted).</summary>
+    public override MemoryCounter Allocations => _allocations;
+
+    /// <summary>The device's total memory (cuMemGetInfo).</summary>
+    public override long? MemoryCapacity => _device.TotalMemory;
 
     private static IntPtr Ptr(Tensor tensor) => tensor.Storage is CudaStorage storage
         ? storage.Pointer

@@ -12,12 +12,18 @@ public sealed class CudaStorage : TensorStorage
 {
     private readonly CudaDevice _device;
     private IntPtr _pointer;
+    private readonly MemoryCounter? _counter;
 
-    public CudaStorage(CudaDevice device, long byteCount) : base(byteCount)
+    public CudaStorage(CudaDevice device, long byteCount) : this(device, byteCount, null) { }
+
+    /// <summary>A device buffer whose bytes are reported to <paramref name="counter"/> (when given) until freed.</summary>
+    public CudaStorage(CudaDevice device, long byteCount, MemoryCounter? counter) : base(byteCount)
     {
         _device = device;
         _device.MakeCurrent();
         _pointer = CudaDriver.Allocate(byteCount);
+        _counter = counter;
+        _counter?.Allocated(byteCount);
     }
 
     public override string Location => $"cuda:{_device.Ordinal}";
@@ -37,6 +43,7 @@ public sealed class CudaStorage : TensorStorage
     {
         var pointer = Interlocked.Exchange(ref _pointer, IntPtr.Zero);
         if (pointer == IntPtr.Zero) return;
+        _counter?.Freed(ByteCount);
         try
         {
             _device.MakeCurrent();

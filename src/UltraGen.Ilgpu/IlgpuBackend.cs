@@ -157,6 +157,9 @@ public sealed class IlgpuBackend : KernelBackend
 
     public override string Description => _device.Description;
 
+    /// <summary>The GPU's memory, or on ILGPU's CPU accelerator the host memory available to the process.</summary>
+    public override long? MemoryCapacity => _device.IsGpu ? _device.Accelerator.MemorySize : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
     /// <summary>Whether the accelerator is a GPU (CUDA) rather than ILGPU's CPU emulation.</summary>
     public bool IsGpu => _device.IsGpu;
 

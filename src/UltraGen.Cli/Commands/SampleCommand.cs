@@ -4,6 +4,7 @@ using System.Globalization;
 using UltraGen.Core;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Video;
+using UltraGen.Model;
 using UltraGen.Ops;
 using UltraGen.Ops.Backends;
 
@@ -11,7 +12,9 @@ namespace UltraGen.Cli.Commands;
 
 /// <summary>
 /// <c>ultragen sample</c>: text → video. With no arguments it samples the bundled high-resolution UltraGen miniature
-/// (<see cref="BundledModelName"/>) with a default prompt and writes an MP4 when ffmpeg is on PATH, else a GIF.
+/// (<see cref="BundledModelName"/>) with a default prompt and writes an MP4 when ffmpeg is on PATH, else a GIF. With
+/// <c>--weights</c> naming a plain DiT file (no video-model metadata) it samples the real model in latent space
+/// (<see cref="LatentSample"/>).
 /// </summary>
 public static class SampleCommand
 {
@@ -37,14 +40,42 @@ public static class SampleCommand
         var format = new Option<string?>("--format") { Description = "mp4, gif or png (frames); default from --output's extension, else mp4 when ffmpeg is present, else gif" };
         var upscale = new Option<int?>("--upscale") { Description = "integer nearest-neighbour enlargement of the written video (default: to at least 256 px)" };
         var fps = new Option<double>("--fps") { DefaultValueFactory = _ => 8 };
+        var textEmbeddings = new Option<string?>("--text-embeddings") { Description = "real model: the prompt's umT5 features (tools/encode_prompts.py; tensor 'context' [text_len, text_dim])" };
+        var negativeEmbeddings = new Option<string?>("--negative-embeddings") { Description = "real model: the negative prompt's features (required when --cfg is not 1)" };
+        var latentsOut = new Option<string?>("--latents-out") { Description = $"real model: the latents file to write (default {LatentSample.DefaultLatentsOut}; decode with tools/decode_latents.py)" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "real model: print the memory estimate and the window tables only (reads the weights' header, or --config alone)" };
+        var preset = new Option<string?>("--config") { Description = $"real model: a preset ({string.Join(", ", ModelConfig.Presets.Keys)}) instead of the config detected from --weights" };
 
-        var command = new Command("sample", "Generate a video from a text prompt (defaults: the bundled UltraGen miniature, spec §2.6 sampler)");
-        foreach (var option in new Option[] { prompt, negative, seed, steps, cfg, shift, frames, height, width, backend, weights, output, format, upscale, fps })
+        var command = new Command("sample",
+            "Generate a video from a text prompt (defaults: the bundled UltraGen miniature, spec §2.6 sampler). With --weights naming a plain " +
+            "Wan2.1/UltraGen DiT file, samples the real model in latent space from --text-embeddings (defaults 1920×1088, 81 frames) and writes --latents-out.");
+        foreach (var option in new Option[] { prompt, negative, seed, steps, cfg, shift, frames, height, width, backend, weights, output, format, upscale, fps,
+                     textEmbeddings, negativeEmbeddings, latentsOut, dryRun, preset })
             command.Options.Add(option);
         command.SetAction(result => CommandGuard.Run(() =>
         {
+            string? weightsPath = result.GetValue(weights);
+            bool latentOptions = result.GetValue(dryRun) || result.GetValue(preset) is not null || result.GetValue(textEmbeddings) is not null
+                || result.GetValue(negativeEmbeddings) is not null || result.GetValue(latentsOut) is not null;
+            bool plainDit = weightsPath is not null && File.Exists(weightsPath) && !LatentSample.IsVideoModel(weightsPath);
+            if (plainDit || latentOptions)
+            {
+                var pixelOnly = new Option[] { prompt, negative, output, format, upscale, fps }.Where(o => result.GetResult(o) is { Implicit: false }).ToList();
+                if (pixelOnly.Count > 0)
+                    throw new OpParameterException(
+                        $"{string.Join(", ", pixelOnly.Select(o => o.Name))}: the real model takes its prompts as --text-embeddings/--negative-embeddings " +
+                        "(tools/encode_prompts.py) and writes --latents-out (tools/decode_latents.py makes the MP4)");
+                return LatentSample.Run(new LatentSample.Options
+                {
+                    Weights = weightsPath, Preset = result.GetValue(preset), TextEmbeddings = result.GetValue(textEmbeddings),
+                    NegativeEmbeddings = result.GetValue(negativeEmbeddings), LatentsOut = result.GetValue(latentsOut), DryRun = result.GetValue(dryRun),
+                    Frames = result.GetValue(frames), Height = result.GetValue(height), Width = result.GetValue(width), Seed = result.GetValue(seed),
+                    Steps = result.GetValue(steps), Cfg = result.GetValue(cfg), Shift = result.GetValue(shift), Backend = result.GetValue(backend)!,
+                });
+            }
+
             var clock = Stopwatch.StartNew();
-            string modelPath = result.GetValue(weights) ?? FindBundledModel(BundledModelName);
+            string modelPath = weightsPath ?? FindBundledModel(BundledModelName);
             using var model = VideoModel.Load(modelPath);
             var videoFormat = new VideoFormat(result.GetValue(frames) ?? model.Format.Frames, result.GetValue(height) ?? model.Format.Height,
                 result.GetValue(width) ?? model.Format.Width);

@@ -12,10 +12,17 @@ namespace UltraGen.Generation.Pipeline;
 /// </summary>
 public static class AttentionFlops
 {
+    /// <summary>For a pixel-space model's video format (the DiT's "latent" is the video itself).</summary>
     public static (double SelfAttention, double CrossAttention) PerForward(ModelConfig config, VideoFormat format)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var grid = new Grid3(format.Frames / config.Patch.T, format.Height / config.Patch.H, format.Width / config.Patch.W);
+        return PerForward(config, new Grid3(format.Frames / config.Patch.T, format.Height / config.Patch.H, format.Width / config.Patch.W));
+    }
+
+    /// <summary>For a token grid (T, H, W) after the patch embedding.</summary>
+    public static (double SelfAttention, double CrossAttention) PerForward(ModelConfig config, Grid3 grid)
+    {
+        ArgumentNullException.ThrowIfNull(config);
         double tokens = grid.TokenCount, self = 0;
         for (int block = 0; block < config.Layers; block++)
         {

@@ -28,13 +28,10 @@ public sealed record SampleRequest
     public VideoFormat? Format { get; init; }
 }
 
-/// <summary>One step of a running sampler, for progress bars.</summary>
-public sealed record SampleProgress(int Step, int Steps, double Timestep, TimeSpan Elapsed);
-
 /// <summary>
 /// Flow-matching Euler sampling with classifier-free guidance (spec §2.6) of a <see cref="VideoModel"/> on a backend:
-/// x_S ~ N(0, I) from <see cref="GaussianNoise"/> (seed, stream 0), then for each step j
-/// v = v_neg + cfg·(v_pos − v_neg) and x ← x + v·(σ'_{j+1} − σ'_j). The positive and negative passes run as one batch of 2.
+/// x_S ~ N(0, I) from <see cref="GaussianNoise"/> (seed, stream 0), then <see cref="FlowMatchSampler"/>'s loop
+/// (v = v_neg + cfg·(v_pos − v_neg), x ← x + v·(σ'_{j+1} − σ'_j)). The positive and negative passes run as one batch of 2.
 /// Deterministic for a seed on a given backend.
 /// </summary>
 public sealed class VideoSampler : IDisposable
@@ -57,38 +54,26 @@ public sealed class VideoSampler : IDisposable
         ArgumentNullException.ThrowIfNull(request);
         var format = request.Format ?? Model.Format;
         CheckFormat(format);
-        if (request.Steps < 1) throw new OpParameterException($"steps must be at least 1, got {request.Steps}");
-        if (!(request.Cfg >= 0) || double.IsInfinity(request.Cfg)) throw new OpParameterException($"cfg must be a finite number ≥ 0, got {request.Cfg}");
-        if (!(request.Shift > 0) || double.IsInfinity(request.Shift)) throw new OpParameterException($"shift must be a finite number > 0, got {request.Shift}");
+        FlowMatchSampler.Validate(request.Steps, request.Cfg, request.Shift);
 
-        bool guided = request.Cfg != 1.0;
+        bool guided = FlowMatchSampler.IsGuided(request.Cfg);
         int batch = guided ? 2 : 1;
         string[] prompts = guided ? [request.Prompt, request.NegativePrompt] : [request.Prompt];
         var ids = Model.Tokenize(prompts);
         using var context = Model.TextEncoder.Forward(ids, batch);
 
-        var scheduler = new FlowMatchScheduler(request.Shift);
-        scheduler.SetTimesteps(request.Steps, request.Shift);
         int size = checked((int)format.ElementCount);
         var x = GaussianNoise.Sample(size, request.Seed, stream: 0);
         using var input = Tensor.Host(DType.F32, InputShape(format, batch));
         using var timestep = Tensor.Host(DType.F32, batch);
-        var guidedVelocity = new float[size];
         var videos = new float[batch * size];
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        for (int j = 0; j < request.Steps; j++)
+        FlowMatchSampler.Run(x, request.Steps, request.Cfg, request.Shift, (current, t) =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            for (int b = 0; b < batch; b++) x.CopyTo(videos.AsSpan(b * size, size));
+            for (int b = 0; b < batch; b++) current.CopyTo(videos.AsSpan(b * size, size));
             Model.AppendCoordinates(videos, batch, format, input.HostSpan<float>());
-            timestep.HostSpan<float>().Fill((float)scheduler.Timesteps[j]);
-            using var velocity = _dit.Forward(input, timestep, context);
-            var v = velocity.HostSpan<float>();
-            if (guided) FlowMatchScheduler.Guidance(v[..size], v.Slice(size, size), (float)request.Cfg, guidedVelocity);
-            else v[..size].CopyTo(guidedVelocity);
-            scheduler.EulerStep(x, guidedVelocity, j);
-            progress?.Invoke(new SampleProgress(j + 1, request.Steps, scheduler.Timesteps[j], clock.Elapsed));
-        }
+            timestep.HostSpan<float>().Fill(t);
+            return _dit.Forward(input, timestep, context);
+        }, progress, cancellationToken);
         return x;
     }
 

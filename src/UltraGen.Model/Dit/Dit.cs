@@ -1,6 +1,7 @@
 using System.Globalization;
 using UltraGen.Core;
 using UltraGen.Core.Layout;
+using UltraGen.Core.Safetensors;
 using UltraGen.Ops;
 using UltraGen.Ops.Backends;
 
@@ -50,10 +51,26 @@ public sealed class Dit : IDisposable
 
     /// <summary>Uploads <paramref name="weights"/> (every parameter of <paramref name="config"/>, any float dtype).</summary>
     public Dit(ModelConfig config, IBackend backend, IReadOnlyDictionary<string, Tensor> weights, DitOptions? options = null)
+        : this(config, backend, options, UploadFrom(config, weights))
+    {
+    }
+
+    /// <summary>Checks that <paramref name="weights"/> holds every parameter (before anything is allocated) and returns its upload.</summary>
+    private static Action<Dit> UploadFrom(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        if (config is not null)
+            foreach (var spec in ParameterCatalog.List(config.Validate()))
+                if (!weights.ContainsKey(spec.Name))
+                    throw new ShapeMismatchException($"dit: weight '{spec.Name}' {Shape.Format(spec.Shape.AsSpan())} is missing from the weights given");
+        return dit => dit.SetWeights(weights.Where(kv => dit._weights.ContainsKey(kv.Key)));
+    }
+
+    /// <summary>Allocates every parameter on the backend (f32), then lets <paramref name="upload"/> fill them.</summary>
+    private Dit(ModelConfig config, IBackend backend, DitOptions? options, Action<Dit> upload)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(backend);
-        ArgumentNullException.ThrowIfNull(weights);
         Config = config.Validate();
         if (!config.QkNorm)
             throw new UnsupportedConfigurationException("dit: qk_norm = false is not supported (the attention ops always apply norm_q/norm_k)");
@@ -62,19 +79,37 @@ public sealed class Dit : IDisposable
         Specs = ParameterCatalog.List(config);
         try
         {
-            foreach (var spec in Specs)
-            {
-                if (!weights.TryGetValue(spec.Name, out var source))
-                    throw new ShapeMismatchException($"dit: weight '{spec.Name}' {Shape.Format(spec.Shape.AsSpan())} is missing from the weights given");
-                _weights[spec.Name] = backend.Allocate(DType.F32, [.. spec.Shape]);
-            }
-            SetWeights(weights.Where(kv => _weights.ContainsKey(kv.Key)));
+            foreach (var spec in Specs) _weights[spec.Name] = backend.Allocate(DType.F32, [.. spec.Shape]);
+            upload(this);
         }
         catch
         {
             Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The DiT of <paramref name="file"/>'s weights (Wan + UltraGen names; F32, BF16, F16 or F64), checked against
+    /// <paramref name="config"/> first (<see cref="WeightsCheck"/>: one <see cref="WeightsMismatchException"/> naming every
+    /// missing, unexpected or mis-shaped tensor, before anything is allocated), then streamed to the backend one tensor at a
+    /// time, so the host holds at most one tensor besides the file's mapping (a 1.3B model does not need a second f32 copy
+    /// in host memory).
+    /// </summary>
+    public static Dit Load(SafetensorsFile file, ModelConfig config, IBackend backend, DitOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(config);
+        var check = WeightsCheck.Run(file, config, WeightsLoadOptions.Strict);
+        if (!check.IsMatch) throw check.ToException();
+        return new Dit(config, backend, options, dit =>
+        {
+            foreach (var spec in dit.Specs)
+            {
+                using var tensor = file.ReadTensor(spec.Name);
+                dit.SetWeights([new(spec.Name, tensor)]);
+            }
+        });
     }
 
     public ModelConfig Config { get; }

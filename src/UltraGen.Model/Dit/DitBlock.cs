@@ -57,11 +57,21 @@ internal sealed class DitBlock : IDisposable
 
     private OpParams CrossAttentionParams => OpParams.Of(("heads", Model.Config.Heads));
 
-    /// <summary>Runs the block on <paramref name="x"/> (B, N, D), keeping its activations; returns x' (owned by the block).</summary>
-    public Tensor Forward(Tensor x)
+    /// <summary>
+    /// Runs the block on <paramref name="x"/> (B, N, D) and returns x' (owned by the block, or written into
+    /// <paramref name="into"/> (B, N, D) when given). A pass that keeps activations keeps every intermediate for
+    /// <see cref="Backward"/>; an inference pass frees each one after its last use, so the block's peak is the FFN's two
+    /// hidden tensors and h2 instead of all of them (<see cref="DitMemory"/> replays this order).
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor? into = null)
     {
         var s = _scope;
         int dim = Model.Config.Dim;
+        bool keep = _pass.KeepsActivations;
+        void Done(params Tensor[] dead)
+        {
+            if (!keep) s.Release(dead);
+        }
         var modulation = Model.HostModulation(_prefix + "modulation");
         for (int k = 0; k < 6; k++)
             _modulation[k] = _pass.UploadFloats(_pass.ModulationChunk(modulation, _pass.E6Host, 6, k), [_pass.Batch, dim], owner: s);
@@ -69,26 +79,40 @@ internal sealed class DitBlock : IDisposable
         _x = x;
         _norm1 = s.Run("layer_norm", _eps, ("x", x));
         _selfIn = s.Run("modulate", s_none, ("x", _norm1), ("shift", _modulation[0]), ("scale", _modulation[1]));
+        Done(_norm1);
         _selfOut = s.Run("ultragen_self_attention", Model.SelfAttentionParams(_pass.Grid, _index), SelfAttentionInputs(_selfIn));
+        Done(_selfIn);
         _h = s.Run("gated_residual", s_none, ("x", x), ("y", _selfOut), ("gate", _modulation[2]));
+        Done(_selfOut);
 
         _norm3 = Model.Config.CrossAttnNorm
             ? s.Run("layer_norm", _eps, ("x", _h), ("weight", W("norm3.weight")), ("bias", W("norm3.bias")))
             : _h;
         _crossQPre = Linear(_norm3, "cross_attn.q");
+        if (Model.Config.CrossAttnNorm) Done(_norm3);
         _crossKPre = Linear(_pass.C, "cross_attn.k");
         _crossQ = s.Run("rms_norm", _eps, ("x", _crossQPre), ("weight", W("cross_attn.norm_q.weight")));
+        Done(_crossQPre);
         _crossK = s.Run("rms_norm", _eps, ("x", _crossKPre), ("weight", W("cross_attn.norm_k.weight")));
+        Done(_crossKPre);
         _crossV = Linear(_pass.C, "cross_attn.v");
         _crossAttention = s.Run("cross_attention", CrossAttentionParams, CrossAttentionInputs());
-        _h2 = s.Add(_h, Linear(_crossAttention, "cross_attn.o"));
+        Done(_crossQ, _crossK, _crossV);
+        var crossOut = Linear(_crossAttention, "cross_attn.o");
+        Done(_crossAttention);
+        _h2 = s.Add(_h, crossOut);
+        Done(_h, crossOut);
 
         _norm2 = s.Run("layer_norm", _eps, ("x", _h2));
         _ffnIn = s.Run("modulate", s_none, ("x", _norm2), ("shift", _modulation[3]), ("scale", _modulation[4]));
+        Done(_norm2);
         _ffnHidden = Linear(_ffnIn, "ffn.0");
+        Done(_ffnIn);
         _ffnAct = s.Run("gelu_tanh", s_none, ("x", _ffnHidden));
+        Done(_ffnHidden);
         _ffnOut = Linear(_ffnAct, "ffn.2");
-        return s.Run("gated_residual", s_none, ("x", _h2), ("y", _ffnOut), ("gate", _modulation[5]));
+        Done(_ffnAct);
+        return s.Run("gated_residual", s_none, into, ("x", _h2), ("y", _ffnOut), ("gate", _modulation[5]));
     }
 
     /// <summary>

@@ -112,25 +112,39 @@ public sealed class DitPass : IDisposable
         TextAct = s.Run("gelu_tanh", s_none, ("x", TextHidden));
         C = Linear(TextAct, "text_embedding.2");
 
-        Blocks = new DitBlock[config.Layers];
-        BlockInputs = new Tensor[config.Layers];
         bool recompute = KeepsActivations && dit.Options.RecomputeBlocks;
-        for (int i = 0; i < config.Layers; i++)
+        if (!KeepsActivations)
         {
-            var block = new DitBlock(this, i);
-            BlockInputs[i] = x;
-            var output = block.Forward(x);
-            if (KeepsActivations && !recompute)
+            // Inference: two token buffers in turn. Each block reads one and writes its output into the other, then frees
+            // all of its intermediates, so the pass holds 2·B·N·D floats however many blocks there are.
+            var spare = s.New(x.ShapeArray);
+            for (int i = 0; i < config.Layers; i++)
             {
-                Blocks[i] = block;
-                x = output;
+                using (var block = new DitBlock(this, i)) block.Forward(x, into: spare);
+                (x, spare) = (spare, x);
             }
-            else
+        }
+        else
+        {
+            Blocks = new DitBlock[config.Layers];
+            BlockInputs = new Tensor[config.Layers];
+            for (int i = 0; i < config.Layers; i++)
             {
-                // Keep only the output (the next block's input): the block is recomputed when (if) it is walked back.
-                x = s.New(output.ShapeArray);
-                s.Copy(output, x);
-                block.Dispose();
+                var block = new DitBlock(this, i);
+                BlockInputs[i] = x;
+                var output = block.Forward(x);
+                if (!recompute)
+                {
+                    Blocks[i] = block;
+                    x = output;
+                }
+                else
+                {
+                    // Keep only the output (the next block's input): the block is recomputed when it is walked back.
+                    x = s.New(output.ShapeArray);
+                    s.Copy(output, x);
+                    block.Dispose();
+                }
             }
         }
         XFinal = x;

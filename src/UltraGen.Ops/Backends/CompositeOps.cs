@@ -71,14 +71,19 @@ public static class CompositeOps
 
     /// <summary>Forward into <paramref name="into"/> (when not null) or backward (when <paramref name="dy"/> is given); returns y or dx.</summary>
     private static Tensor Lora(DeviceScope s, IReadOnlyDictionary<string, Tensor> inputs, string prefix, Tensor? into, Tensor? dy,
-        DeviceGradients? g, Tensor? xOverride = null)
+        DeviceGradients? g, Tensor? xOverride = null, bool forwardOnly = false)
     {
         var x = xOverride ?? Get(inputs, "x");
         string p = prefix.Length == 0 ? "" : prefix + ".";
         Tensor aW = Get(inputs, p + "lora_A.weight"), aB = Get(inputs, p + "lora_A.bias");
         Tensor bW = Get(inputs, p + "lora_B.weight"), bB = Get(inputs, p + "lora_B.bias");
         var hidden = Linear(s, x, aW, aB);
-        if (dy is null) return Linear(s, hidden, bW, bB, into);
+        if (dy is null)
+        {
+            var y = Linear(s, hidden, bW, bB, into);
+            if (forwardOnly) s.Release(hidden);
+            return y;
+        }
         var dHidden = LinearBackward(s, g!, p + "lora_B", hidden, bW, bB, dy);
         return LinearBackward(s, g!, p + "lora_A", x, aW, aB, dHidden);
     }
@@ -126,15 +131,24 @@ public static class CompositeOps
         public Tensor K { get; }
         public Tensor V { get; }
 
-        public Qkv(DeviceScope s, IReadOnlyDictionary<string, Tensor> inputs, Tensor x, string? loraSuffix, bool kUsesWq, double eps)
+        /// <summary>
+        /// Projects <paramref name="x"/>. With <paramref name="forwardOnly"/> (a forward that no backward follows) each
+        /// intermediate is freed after its last use; <see cref="Backward"/> then cannot be used.
+        /// </summary>
+        public Qkv(DeviceScope s, IReadOnlyDictionary<string, Tensor> inputs, Tensor x, string? loraSuffix, bool kUsesWq, double eps,
+            bool forwardOnly = false)
         {
-            (_inputs, _x, _loraSuffix, _kUsesWq, _eps) = (inputs, x, loraSuffix, kUsesWq, eps);
+            (_inputs, _x, _loraSuffix, _kUsesWq, _eps, _forwardOnly) = (inputs, x, loraSuffix, kUsesWq, eps, forwardOnly);
             _qPre = Project(s, "q", "q");
             _kPre = Project(s, kUsesWq ? "q" : "k", "k");
             V = Project(s, "v", "v");
             Q = s.Run("rms_norm", Eps(eps), ("x", _qPre), ("weight", Get(inputs, "norm_q.weight")));
+            if (forwardOnly) s.Release(_qPre);
             K = s.Run("rms_norm", Eps(eps), ("x", _kPre), ("weight", Get(inputs, "norm_k.weight")));
+            if (forwardOnly) s.Release(_kPre);
         }
+
+        private readonly bool _forwardOnly;
 
         private string? LoraPrefix(string which) => _loraSuffix is null ? null : $"{which}_lora_{_loraSuffix}";
 
@@ -142,7 +156,17 @@ public static class CompositeOps
         {
             var y = Linear(s, _x, Get(_inputs, baseName + ".weight"), Get(_inputs, baseName + ".bias"));
             var prefix = LoraPrefix(which);
-            return prefix is null ? y : s.Add(y, Lora(s, _inputs, prefix, null, null, null, _x));
+            if (prefix is null) return y;
+            var lora = Lora(s, _inputs, prefix, null, null, null, _x, _forwardOnly);
+            var sum = s.Add(y, lora);
+            if (_forwardOnly) s.Release(y, lora);
+            return sum;
+        }
+
+        /// <summary>Frees q, k and v (forward only, after the attention that read them).</summary>
+        public void Release(DeviceScope s)
+        {
+            if (_forwardOnly) s.Release(Q, K, V);
         }
 
         private Tensor ProjectBackward(DeviceScope s, DeviceGradients g, string baseName, string which, Tensor dy)
@@ -187,8 +211,10 @@ public static class CompositeOps
         int batch = x.Dim(0), dim = x.Dim(2);
         var x5 = x.Reshape(batch, c.Grid.T, c.Grid.H, c.Grid.W, dim);
         var layout = WindowLayout.Divisible(c.Grid, 1);
-        var qkv = new Qkv(s, inputs, x5, null, kUsesWq: false, c.Eps);
+        bool forwardOnly = dy is null;
+        var qkv = new Qkv(s, inputs, x5, null, kUsesWq: false, c.Eps, forwardOnly);
         var attention = Attend(s, qkv, c.Heads, layout).Reshape(x.ShapeArray);
+        qkv.Release(s);
         if (dy is null)
         {
             Linear(s, attention, Get(inputs, "o.weight"), Get(inputs, "o.bias"), into);
@@ -237,27 +263,50 @@ public static class CompositeOps
         var alpha = GateMlp(s, inputs, "alpha_time_embedding", "alpha_time_projection", null, null, null);
         var beta = GateMlp(s, inputs, "alpha_time_embedding2", "alpha_time_projection2", null, null, null);
 
+        // A forward that no backward follows frees each intermediate after its last use (Release ignores views, so an
+        // unresized branch input, which is a view of x, is left alone).
+        bool forwardOnly = dy is null;
+        void Done(params Tensor[] dead)
+        {
+            if (forwardOnly) s.Release(dead);
+        }
+
         // local
         var localIn = Resize(s, x5, plan.Local.Layout.Grid);
-        var localQkv = new Qkv(s, inputs, localIn, null, kUsesWq: false, config.Eps);
-        var zLocal = Resize(s, Attend(s, localQkv, config.Heads, plan.Local.Layout), grid);
+        var localQkv = new Qkv(s, inputs, localIn, null, kUsesWq: false, config.Eps, forwardOnly);
+        Done(localIn);
+        var localAttention = Attend(s, localQkv, config.Heads, plan.Local.Layout);
+        localQkv.Release(s);
+        var zLocal = Resize(s, localAttention, grid);
+        if (zLocal != localAttention) Done(localAttention);
 
         // global
         Tensor downW = Get(inputs, "downsample_conv.weight"), downB = Get(inputs, "downsample_conv.bias");
         Tensor upW = Get(inputs, "upsample_conv.weight"), upB = Get(inputs, "upsample_conv.bias");
         var globalIn = s.Run("depthwise_conv2d", s_none, ("x", x5), ("weight", downW), ("bias", downB));
-        var globalQkv = new Qkv(s, inputs, globalIn, "1", config.KUsesWq, config.Eps);
-        var globalUp = Resize(s, Attend(s, globalQkv, config.Heads, plan.Global.Layout), grid);
+        var globalQkv = new Qkv(s, inputs, globalIn, "1", config.KUsesWq, config.Eps, forwardOnly);
+        Done(globalIn);
+        var globalAttention = Attend(s, globalQkv, config.Heads, plan.Global.Layout);
+        globalQkv.Release(s);
+        var globalUp = Resize(s, globalAttention, grid);
+        if (globalUp != globalAttention) Done(globalAttention);
         var zGlobal = s.Run("depthwise_conv3d", s_none, ("x", globalUp), ("weight", upW), ("bias", upB));
+        Done(globalUp);
 
         // hierarchical
         Tensor hDownW = Get(inputs, "downsample_conv_hierachcal.weight"), hDownB = Get(inputs, "downsample_conv_hierachcal.bias");
         Tensor hUpW = Get(inputs, "upsample_conv_hierachcal.weight"), hUpB = Get(inputs, "upsample_conv_hierachcal.bias");
         var hierCompressed = s.Run("depthwise_conv2d", s_none, ("x", x5), ("weight", hDownW), ("bias", hDownB));
         var hierIn = Resize(s, hierCompressed, plan.Hierarchical.Layout.Grid);
-        var hierQkv = new Qkv(s, inputs, hierIn, "2", kUsesWq: false, config.Eps);
-        var hierUp = Resize(s, Attend(s, hierQkv, config.Heads, plan.Hierarchical.Layout), grid);
+        if (hierIn != hierCompressed) Done(hierCompressed);
+        var hierQkv = new Qkv(s, inputs, hierIn, "2", kUsesWq: false, config.Eps, forwardOnly);
+        Done(hierIn);
+        var hierAttention = Attend(s, hierQkv, config.Heads, plan.Hierarchical.Layout);
+        hierQkv.Release(s);
+        var hierUp = Resize(s, hierAttention, grid);
+        if (hierUp != hierAttention) Done(hierAttention);
         var zHier = s.Run("depthwise_conv3d", s_none, ("x", hierUp), ("weight", hUpW), ("bias", hUpB));
+        Done(hierUp);
 
         // fusion before the shared W_o, on the token view (B, N, D)
         int[] tokenShape = x.ShapeArray;
@@ -267,6 +316,7 @@ public static class CompositeOps
             ("alpha", alpha), ("beta", beta),
         ];
         var fused = s.Run("gate_fusion", s_none, fusionInputs);
+        Done(zLocal, zHier, zGlobal);
         Tensor oW = Get(inputs, "o.weight"), oB = Get(inputs, "o.bias");
         if (dy is null)
         {

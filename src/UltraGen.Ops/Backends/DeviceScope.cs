@@ -27,6 +27,22 @@ public sealed class DeviceScope(IBackend backend) : IDisposable
         return tensor;
     }
 
+    /// <summary>
+    /// Frees tensors of this scope before the scope ends (inference frees each intermediate after its last use). Views and
+    /// tensors the scope does not own are ignored, so callers may pass whatever a helper returned.
+    /// </summary>
+    public void Release(params Tensor?[] tensors)
+    {
+        foreach (var tensor in tensors)
+        {
+            if (tensor is null) continue;
+            int index = _owned.FindLastIndex(owned => ReferenceEquals(owned, tensor));
+            if (index < 0) continue;
+            _owned.RemoveAt(index);
+            tensor.Dispose();
+        }
+    }
+
     public Tensor Zeros(params int[] shape)
     {
         var tensor = New(shape);

@@ -5,7 +5,19 @@ namespace UltraGen.Ops.Backends;
 /// <summary>A kernel backend whose tensors live in host memory: allocation, copies and dtype conversion done once here.</summary>
 public abstract class HostKernelBackend : KernelBackend
 {
-    public override Tensor Allocate(DType dtype, int[] shape) => Tensor.Host(dtype, shape);
+    private readonly MemoryCounter _allocations = new();
+
+    public override Tensor Allocate(DType dtype, int[] shape)
+    {
+        long bytes = checked(Shape.ElementCount(shape) * DTypes.SizeOf(dtype));
+        return new Tensor(dtype, shape, new HostStorage(bytes, _allocations));
+    }
+
+    /// <summary>Every tensor this backend allocated and has not freed (host tensors made elsewhere are not counted).</summary>
+    public override MemoryCounter Allocations => _allocations;
+
+    /// <summary>The host memory available to the process (physical memory, or the container's limit).</summary>
+    public override long? MemoryCapacity => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
     public override void CopyFromHost(Tensor host, Tensor destination) => CopySameShape(host, destination);
 

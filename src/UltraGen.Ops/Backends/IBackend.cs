@@ -27,6 +27,15 @@ public interface IBackend : IDisposable
     /// <summary>An uninitialised tensor in this backend's memory.</summary>
     Tensor Allocate(DType dtype, int[] shape);
 
+    /// <summary>
+    /// Live and peak bytes of the tensors <see cref="Allocate"/> has handed out and that are not yet freed, when this
+    /// backend counts them (kernels' internal scratch is not included); null otherwise.
+    /// </summary>
+    MemoryCounter? Allocations => null;
+
+    /// <summary>Bytes of the memory this backend allocates from (GPU memory, or the host memory available to the process), when known.</summary>
+    long? MemoryCapacity => null;
+
     void CopyFromHost(Tensor host, Tensor destination);
 
     void CopyToHost(Tensor source, Tensor host);

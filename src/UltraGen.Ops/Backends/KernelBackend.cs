@@ -30,6 +30,12 @@ public abstract class KernelBackend : IBackend
 
     public abstract Tensor Allocate(DType dtype, int[] shape);
 
+    /// <inheritdoc cref="IBackend.Allocations"/>
+    public virtual MemoryCounter? Allocations => null;
+
+    /// <inheritdoc cref="IBackend.MemoryCapacity"/>
+    public virtual long? MemoryCapacity => null;
+
     public abstract void CopyFromHost(Tensor host, Tensor destination);
 
     public abstract void CopyToHost(Tensor source, Tensor host);
