@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using UltraGen.Cli;
 using UltraGen.Core.Safetensors;
+using UltraGen.Generation.Pipeline;
 using UltraGen.Model;
 using UltraGen.Tests.Model;
 
@@ -40,6 +41,33 @@ public class InspectCommandTests
             .And.Contain($"{counts.UltraGen.Parameters:N0} in {counts.UltraGen.Tensors,6:N0} tensors")
             .And.Contain("trainable (LoRA mode)")
             .And.Contain("check: OK"));
+    }
+
+    [Test]
+    public void A_video_model_is_checked_with_its_text_encoder_and_shows_its_format_and_notes()
+    {
+        var config = ModelConfig.Tiny with { InChannels = 3, OutChannels = 3, TextLen = 12 };
+        using (var model = VideoModel.CreateRandom(config, new VideoFormat(2, 8, 8), seed: 4))
+        {
+            model.Notes = "made by a test";
+            model.Save(PathOf("video.safetensors"));
+        }
+        var (exit, output, error) = Invoke("inspect", PathOf("video.safetensors"));
+        Assert.That(exit, Is.Zero, error);
+        Assert.That(output, Does.Contain("video model: format 2x8x8").And.Contain("notes: made by a test")
+            .And.Contain("check: OK").And.Contain("plus the video model's text encoder").And.Not.Contain("MISMATCH"));
+
+        // A video model missing a DiT tensor is still a mismatch, and the text encoder is not blamed for it.
+        using (var file = UltraGen.Core.Safetensors.SafetensorsFile.Open(PathOf("video.safetensors")))
+        {
+            var tensors = file.Tensors.Where(t => t.Name != "head.head.bias")
+                .Select(t => new KeyValuePair<string, UltraGen.Core.Tensor>(t.Name, file.ReadTensor(t.Name, UltraGen.Core.DType.F32))).ToList();
+            SafetensorsWriter.Write(PathOf("damaged-video.safetensors"), tensors, file.Metadata);
+            foreach (var (_, tensor) in tensors) tensor.Dispose();
+        }
+        (exit, output, _) = Invoke("inspect", PathOf("damaged-video.safetensors"));
+        Assert.That(exit, Is.Zero);
+        Assert.That(output, Does.Contain("check: MISMATCH").And.Contain("head.head.bias"));
     }
 
     [Test]
