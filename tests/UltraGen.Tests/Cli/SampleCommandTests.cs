@@ -46,6 +46,31 @@ public class SampleCommandTests
         Assert.That(Directory.GetFiles(_directory).Where(f => f.Contains(".tmp", StringComparison.Ordinal)), Is.Empty);
     }
 
+    /// <summary>
+    /// README command 1 as a newcomer runs it (bundled model, default prompt and sampler), with only the output moved
+    /// into the test folder: with ffmpeg present it writes an MP4 that ffprobe reads as 8 H.264 frames of 256×256.
+    /// </summary>
+    [Test]
+    public void The_default_command_writes_a_playable_mp4_when_ffmpeg_is_present()
+    {
+        if (UltraGen.Generation.Video.Mp4Writer.FindFfmpeg() is null) Assert.Ignore("ffmpeg is not on PATH: the default output is a GIF (tested above)");
+        string? ffprobe = UltraGen.Generation.Video.Mp4Writer.FindFfmpeg()!.Replace("ffmpeg", "ffprobe", StringComparison.Ordinal);
+        if (!File.Exists(ffprobe)) Assert.Ignore($"ffprobe not found beside ffmpeg ({ffprobe})");
+        string mp4 = PathOf("sample.mp4");
+        var (code, output, error) = Invoke("sample", "--output", mp4);
+        Assert.That(code, Is.EqualTo(0), error);
+        Assert.That(output, Does.Contain("64×64 pixels, 8 frames").And.Contain("30 steps"));
+
+        var probe = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(ffprobe,
+            ["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0", mp4])
+        { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        string probed = probe.StandardOutput.ReadToEnd().Trim();
+        string probeError = probe.StandardError.ReadToEnd();
+        probe.WaitForExit();
+        Assert.That(probe.ExitCode, Is.EqualTo(0), probeError);
+        Assert.That(probed, Is.EqualTo("h264,256,256,8"), "codec, size (64 px enlarged ×4) and frame count as ffprobe reads them");
+    }
+
     [Test]
     public void Png_frames_go_to_a_folder()
     {
