@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using UltraGen.Core;
 using UltraGen.Generation.Data;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Training;
@@ -22,6 +23,7 @@ public static class TrainCommand
         var output = new Option<string>("--output") { Description = "the trained model file to write", Required = true };
         var from = new Option<string>("--from") { Description = "'random' (a new miniature model) or a model file to start from", DefaultValueFactory = _ => "random" };
         var ultragen = new Option<bool>("--ultragen") { Description = "decompose every block into UltraGen attention (new parameters initialised, LoRA B = 0)" };
+        var globalKFromWk = new Option<bool>("--global-k-from-wk") { Description = "with --ultragen: the global branch's K projection uses W_k (a model trained here); default W_q, the released checkpoint's quirk (spec §4.4), which at the UltraGen step feeds a base trained with W_k a foreign attention (measured: motion transposed)" };
         var coordinates = new Option<bool>("--coordinates") { Description = "feed x/y/t coordinate channels beside the video (a loaded model's patch embedding is widened with random weights of the existing RMS)" };
         var frames = new Option<int>("--frames") { DefaultValueFactory = _ => 8 };
         var height = new Option<int>("--height") { DefaultValueFactory = _ => 16 };
@@ -43,7 +45,7 @@ public static class TrainCommand
         var notes = new Option<string?>("--notes") { Description = "text stored in the model file (how it was made)" };
 
         var command = new Command("train", "Train a pixel-space text-to-video model on the procedural dataset (flow matching, AdamW)");
-        foreach (var option in new Option[] { output, from, ultragen, coordinates, frames, height, width, steps, stopAt, batch, lr, warmup, cosine, mode, weighting, shift, seed,
+        foreach (var option in new Option[] { output, from, ultragen, globalKFromWk, coordinates, frames, height, width, steps, stopAt, batch, lr, warmup, cosine, mode, weighting, shift, seed,
                      checkpointEvery, recompute, backend, subset, notes })
             command.Options.Add(option);
         command.SetAction(result => CommandGuard.Run(() =>
@@ -53,7 +55,7 @@ public static class TrainCommand
             ulong runSeed = result.GetValue(seed);
             string? subsetFilter = result.GetValue(subset);
             var prompts = subsetFilter is null ? null : PromptGrammar.Subset(subsetFilter);   // a bad filter fails before any work
-            using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), result.GetValue(coordinates), format, runSeed);
+            using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), result.GetValue(globalKFromWk), result.GetValue(coordinates), format, runSeed);
             using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why);
             var settings = new VideoTrainingSettings
             {
@@ -125,7 +127,7 @@ public static class TrainCommand
         FullAttentionBlocks = BlockSet.All(4),
     };
 
-    private static VideoModel LoadOrCreate(string from, bool ultragen, bool coordinates, VideoFormat format, ulong seed)
+    private static VideoModel LoadOrCreate(string from, bool ultragen, bool globalKFromWk, bool coordinates, VideoFormat format, ulong seed)
     {
         bool random = string.Equals(from, "random", StringComparison.OrdinalIgnoreCase);
         var model = random
@@ -134,6 +136,12 @@ public static class TrainCommand
         var config = model.Config;
         if (coordinates && model.CoordinateChannels == 0) config = config with { InChannels = 2 * VideoFormat.Channels };
         if (ultragen) config = config.WithAllDecomposed();
+        if (globalKFromWk)
+        {
+            if (!ultragen && config.DecomposedBlockCount == 0)
+                throw new OpParameterException("--global-k-from-wk needs UltraGen blocks (--ultragen, or a model that has them)");
+            config = config with { GlobalKUsesWq = false };
+        }
         return config == model.Config && model.Format == format ? model : Reformat(model, config, format, seed);
     }
 

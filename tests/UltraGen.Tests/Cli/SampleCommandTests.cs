@@ -108,6 +108,35 @@ public class SampleCommandTests
     }
 
     [Test]
+    public void Train_ultragen_step_can_take_the_global_k_from_w_k_and_a_subset_and_refuses_bad_combinations()
+    {
+        string basePath = PathOf("base.safetensors"), output = PathOf("ultragen.safetensors");
+        var trainBase = Invoke("train", "--output", basePath, "--frames", "2", "--height", "16", "--width", "16", "--batch", "2", "--steps", "1",
+            "--warmup", "0", "--backend", "cpu", "--subset", "color=red,shape=square,background=black");
+        Assert.That(trainBase.ExitCode, Is.EqualTo(0), trainBase.Error);
+        Assert.That(trainBase.Out, Does.Contain("4 training prompts matching color=red,shape=square,background=black"));
+
+        var step = Invoke("train", "--output", output, "--from", basePath, "--ultragen", "--global-k-from-wk", "--frames", "2", "--height", "32",
+            "--width", "32", "--batch", "1", "--steps", "1", "--warmup", "0", "--backend", "cpu");
+        Assert.That(step.ExitCode, Is.EqualTo(0), step.Error);
+        using (var model = VideoModel.Load(output))
+        {
+            Assert.That(model.Config.GlobalKUsesWq, Is.False, "the choice is stored in the model file");
+            Assert.That(model.Config.DecomposedBlockCount, Is.EqualTo(model.Config.Layers));
+        }
+        using (var model = VideoModel.Load(basePath)) Assert.That(model.Config.GlobalKUsesWq, Is.True, "the default is the released code's W_q");
+
+        var noUltragen = Invoke("train", "--output", PathOf("x.safetensors"), "--from", basePath, "--global-k-from-wk", "--frames", "2",
+            "--height", "16", "--width", "16", "--steps", "1", "--backend", "cpu");
+        Assert.That(noUltragen.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(noUltragen.Error, Does.Contain("--global-k-from-wk needs UltraGen blocks"));
+        var badSubset = Invoke("train", "--output", PathOf("y.safetensors"), "--subset", "color=purple", "--steps", "1", "--backend", "cpu");
+        Assert.That(badSubset.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(badSubset.Error, Does.Contain("purple"));
+        Assert.That(File.Exists(PathOf("x.safetensors")) || File.Exists(PathOf("y.safetensors")), Is.False, "nothing written on bad input");
+    }
+
+    [Test]
     public void Train_runs_checkpoints_resumes_and_writes_a_loadable_model()
     {
         string output = PathOf("trained.safetensors");
