@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import re
-import struct
 import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -368,46 +367,6 @@ def _open_pickle(path: str, prefix: Optional[str]) -> Source:
 
 def write_safetensors(path: str, entries: Sequence[Tuple[str, torch.dtype, Tuple[int, ...], Callable[[], torch.Tensor]]],
                       metadata: Mapping[str, str], progress: Optional[Callable[[int, str], None]] = None) -> int:
-    """Writes `entries` (name, dtype, shape, producer) in order; each producer is called once, when its tensor is
-    written, and must return a tensor of exactly that dtype and shape. Atomic (a temporary file beside `path`, renamed
-    at the end; removed on failure). The header has the layout safetensors_io.save writes. Returns the file size."""
-    header: Dict[str, object] = {"__metadata__": dict(metadata)}
-    offset = 0
-    sizes = []
-    for name, dtype, shape, _ in entries:
-        count = 1
-        for d in shape:
-            count *= d
-        size = count * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": safetensors_io.NAME_BY_DTYPE[dtype], "shape": list(shape),
-                        "data_offsets": [offset, offset + size]}
-        offset += size
-        sizes.append(size)
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    header_bytes += b" " * (-len(header_bytes) % 8)
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            stream.write(struct.pack("<Q", len(header_bytes)))
-            stream.write(header_bytes)
-            for index, ((name, dtype, shape, produce), size) in enumerate(zip(entries, sizes)):
-                tensor = produce()
-                if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-                    raise AssertionError(f"{name}: produced {tensor.dtype} {list(tensor.shape)}, "
-                                         f"header says {dtype} {list(shape)}")
-                flat = tensor.detach().contiguous().reshape(-1)
-                if flat.numel():
-                    raw = flat.view(torch.uint8).numpy()
-                    assert raw.nbytes == size, name
-                    stream.write(memoryview(raw))
-                if progress is not None:
-                    progress(index, name)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return 8 + len(header_bytes) + offset
+    """Writes `entries` (name, dtype, shape, producer) one tensor at a time (safetensors_io.save_streaming). Returns
+    the file size."""
+    return safetensors_io.save_streaming(path, entries, metadata, progress)

@@ -12,7 +12,7 @@ import json
 import os
 import struct
 import sys
-from typing import Dict, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -41,17 +41,30 @@ class SafetensorsError(ValueError):
     """A file that is not valid safetensors, with the reason and the file's path."""
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+def _tensor_bytes(tensor: torch.Tensor):
+    """The tensor's raw little-endian bytes as a numpy view (no copy when it is already a contiguous CPU tensor)."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return b""
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    return flat.view(torch.uint8).numpy().tobytes()
+    return flat.view(torch.uint8).numpy()
 
 
-def save(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Writes `tensors` (in the given order) to `path` atomically: a temporary file beside it, then a rename."""
+def _byte_size(dtype: torch.dtype, shape: Sequence[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count * torch.empty((), dtype=dtype).element_size()
+
+
+Producer = Callable[[], torch.Tensor]
+
+
+def save_streaming(path: str, entries: Sequence[Tuple[str, torch.dtype, Sequence[int], Producer]],
+                   metadata: Optional[Mapping[str, str]] = None,
+                   progress: Optional[Callable[[int, str], None]] = None) -> int:
+    """Writes `entries` (name, dtype, shape, producer) in order; each producer is called once, when its tensor is
+    written, and must return a tensor of exactly that dtype and shape, so a converter never holds more than one output
+    tensor. Atomic: a temporary file beside `path`, renamed at the end, removed on failure. Returns the file size."""
     header: Dict[str, object] = {}
     if metadata:
         bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
@@ -59,15 +72,14 @@ def save(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapp
             raise TypeError(f"safetensors metadata must map str to str; offending keys: {bad}")
         header["__metadata__"] = dict(metadata)
     offset = 0
-    blobs = []
-    for name, tensor in tensors.items():
-        if tensor.dtype not in NAME_BY_DTYPE:
-            raise TypeError(f"tensor {name!r}: dtype {tensor.dtype} has no safetensors name")
-        blob = _tensor_bytes(tensor)
-        header[name] = {"dtype": NAME_BY_DTYPE[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
+    sizes = []
+    for name, dtype, shape, _ in entries:
+        if dtype not in NAME_BY_DTYPE:
+            raise TypeError(f"tensor {name!r}: dtype {dtype} has no safetensors name")
+        size = _byte_size(dtype, shape)
+        header[name] = {"dtype": NAME_BY_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+        sizes.append(size)
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-len(header_bytes) % 8)  # keeps the data 8-byte aligned, as the reference writer does
 
@@ -77,8 +89,17 @@ def save(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapp
         with open(temporary, "wb") as stream:
             stream.write(struct.pack("<Q", len(header_bytes)))
             stream.write(header_bytes)
-            for blob in blobs:
-                stream.write(blob)
+            for index, ((name, dtype, shape, produce), size) in enumerate(zip(entries, sizes)):
+                tensor = produce()
+                if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+                    raise AssertionError(f"{name}: produced {tensor.dtype} {list(tensor.shape)}, "
+                                         f"header says {dtype} {list(shape)}")
+                if size:
+                    raw = _tensor_bytes(tensor)
+                    assert raw.nbytes == size, name
+                    stream.write(memoryview(raw))
+                if progress is not None:
+                    progress(index, name)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -86,6 +107,13 @@ def save(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapp
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+    return 8 + len(header_bytes) + offset
+
+
+def save(tensors: Mapping[str, torch.Tensor], path: str, metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Writes `tensors` (in the given order) to `path` atomically: a temporary file beside it, then a rename."""
+    save_streaming(path, [(name, tensor.dtype, tuple(tensor.shape), (lambda t=tensor: t)) for name, tensor in tensors.items()],
+                   metadata)
 
 
 class SafetensorsFile:
