@@ -87,16 +87,16 @@ public static class InspectCommand
         text.AppendLine(invariant, $"parameters in the file: {file.Tensors.Sum(t => t.ElementCount):N0} in {file.Count:N0} tensors");
 
         // A bundled video model (VideoModel) carries its word-level text encoder beside the DiT: those tensors belong.
-        bool videoModel = file.Metadata.ContainsKey(VideoModel.ConfigKey);
+        bool videoModel = VideoModel.IsVideoModel(file);
         if (videoModel)
         {
             string format = file.Metadata.TryGetValue(VideoModel.FormatKey, out var f) ? f : "?";
             string notes = file.Metadata.TryGetValue(VideoModel.NotesKey, out var n) && n.Length > 0 ? n : "(none)";
-            text.AppendLine(invariant, $"video model: format {format}; text encoder tensors {file.Tensors.Count(t => t.Name.StartsWith(TextEncoderPrefix, StringComparison.Ordinal))}; notes: {notes}");
+            text.AppendLine(invariant, $"video model: format {format}; text encoder tensors {file.Tensors.Count(t => VideoModel.IsTextEncoderTensor(t.Name))}; notes: {notes}");
         }
         var check = WeightsCheck.Run(file, config);
         bool onlyTextEncoderExtra = videoModel && check.Missing.Count == 0 && check.Misshaped.Count == 0 && check.UnsupportedDTypes.Count == 0 &&
-                                    check.Unexpected.All(t => t.Name.StartsWith(TextEncoderPrefix, StringComparison.Ordinal));
+                                    check.Unexpected.All(t => VideoModel.IsTextEncoderTensor(t.Name));
         if (check.IsMatch || onlyTextEncoderExtra)
             text.AppendLine(videoModel
                 ? "check: OK — every tensor the config needs is present with the expected shape (plus the video model's text encoder)"
@@ -112,8 +112,6 @@ public static class InspectCommand
     private static void Row(StringBuilder text, string title, GroupCount count, string? detail = null) =>
         text.AppendLine(CultureInfo.InvariantCulture,
             $"  {title,-22} {count.Parameters,15:N0} in {count.Tensors,6:N0} tensors{(detail is null ? "" : $"  ({detail})")}");
-
-    private const string TextEncoderPrefix = "text_encoder.";
 
     private static string Lower(bool value) => value ? "true" : "false";
 }

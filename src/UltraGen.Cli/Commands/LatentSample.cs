@@ -46,7 +46,7 @@ internal static class LatentSample
     public static bool IsVideoModel(string path)
     {
         using var file = SafetensorsFile.Open(path);
-        return file.Metadata.ContainsKey(VideoModel.ConfigKey);
+        return VideoModel.IsVideoModel(file);
     }
 
     public static int Run(Options o)

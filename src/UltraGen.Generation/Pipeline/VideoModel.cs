@@ -35,6 +35,17 @@ public sealed class VideoModel : IDisposable
     public const string FormatKey = "ultragen.video.format";
     public const string NotesKey = "ultragen.video.notes";
 
+    /// <summary>Whether <paramref name="file"/> is a video model (pixel space, own text encoder) rather than a plain DiT.</summary>
+    public static bool IsVideoModel(SafetensorsFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        return file.Metadata.ContainsKey(ConfigKey);
+    }
+
+    /// <summary>Whether <paramref name="name"/> is one of the text encoder's tensors a video model file carries beside the DiT.</summary>
+    public static bool IsTextEncoderTensor(string name) =>
+        name is TextEncoder.TokenEmbeddingName or TextEncoder.PositionEmbeddingName;
+
     private VideoModel(ModelConfig config, VideoFormat format, WordTokenizer tokenizer, TextEncoder textEncoder,
         Dictionary<string, Tensor> ditWeights, string notes)
     {

@@ -90,7 +90,7 @@ public sealed class VideoTrainingTask : ITrainingTask, IDisposable
         if (settings.Prompts is { } pool)
         {
             if (pool.Count == 0) throw new OpParameterException("the training prompt subset is empty");
-            if (pool.FirstOrDefault(p => PromptGrammar.HeldOut.Contains(p)) is { } heldOut)
+            if (pool.FirstOrDefault(PromptGrammar.IsHeldOut) is { } heldOut)
                 throw new OpParameterException($"the training prompt subset contains the held-out prompt \"{heldOut.Text}\"");
         }
         _model = model;
