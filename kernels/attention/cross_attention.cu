@@ -54,7 +54,7 @@ __device__ __forceinline__ void cross_fwd_f32(const float* __restrict__ q, const
                                               UgTileRow* kRows) {
     constexpr int BM = UG_ATTN_F32_BLOCK, BN = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);
     float* sK = sQ + BM * LD;
     float* sV = sK + BN * LD;
@@ -148,7 +148,7 @@ __device__ __forceinline__ void cross_bwd_dkdv_f32(const float* __restrict__ q, 
                                                    UgTileRow* kRows, UgTileRow* qRows, float* sLse2, float* sDelta) {
     constexpr int BK = UG_ATTN_F32_BLOCK, BQ = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sK = reinterpret_cast<float*>(smem4);
     float* sV = sK + BK * LD;
     float* sQ = sV + BK * LD;
@@ -254,7 +254,7 @@ __device__ __forceinline__ void cross_bwd_dq_f32(const float* __restrict__ q, co
                                                  UgTileRow* qRows, UgTileRow* kRows) {
     constexpr int BQ = UG_ATTN_F32_BLOCK, BK = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);
     float* sdO = sQ + BQ * LD;
     float* sK = sdO + BQ * LD;

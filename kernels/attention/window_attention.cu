@@ -38,7 +38,7 @@ __device__ __forceinline__ void attn_fwd_f32(const float* __restrict__ q, const 
                                              float scale, UgTileRow* qRows, UgTileRow* kRows) {
     constexpr int BM = UG_ATTN_F32_BLOCK, BN = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);
     float* sK = sQ + BM * LD;
     float* sV = sK + BN * LD;
@@ -136,7 +136,7 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
                                               UgTileRow (*kRows)[UG_ATTN_BF16_BLOCK_N]) {
     constexpr int BM = UG_ATTN_BF16_BLOCK_M, BN = UG_ATTN_BF16_BLOCK_N, LD = D + UG_ATTN_BF16_PAD;
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBS = BN / 8, NBO = D / 8;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     ug_bf16* sQ = reinterpret_cast<ug_bf16*>(smem4);
     // Stage st (0 or 1): K at sQ + (BM + st·BN)·LD, V at sQ + (BM + (2 + st)·BN)·LD (arithmetic, not a pointer array
     // indexed at run time, which would live in local memory).

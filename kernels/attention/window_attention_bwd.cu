@@ -53,7 +53,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_f32(const float* __restrict__ q, c
                                                   float* sDelta) {
     constexpr int BK = UG_ATTN_F32_BLOCK, BQ = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sK = reinterpret_cast<float*>(smem4);
     float* sV = sK + BK * LD;
     float* sQ = sV + BK * LD;
@@ -165,7 +165,7 @@ __device__ __forceinline__ void attn_bwd_dq_f32(const float* __restrict__ q, con
                                                 UgTileRow* kRows) {
     constexpr int BQ = UG_ATTN_F32_BLOCK, BK = UG_ATTN_F32_BLOCK, RPW = UG_ATTN_F32_ROWS_PER_WARP;
     constexpr int LD = D + 1, CPL = D / 32, THREADS = UG_ATTN_THREADS;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);
     float* sdO = sQ + BQ * LD;
     float* sK = sdO + BQ * LD;
@@ -274,7 +274,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
                                                    float* sDelta) {
     constexpr int BK = UG_ATTN_BF16_BLOCK_N, BQ = D == 128 ? 32 : 64, LD = D + UG_ATTN_BF16_PAD;
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBQ = BQ / 8, NBD = D / 8;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     ug_bf16* sK = reinterpret_cast<ug_bf16*>(smem4);
     ug_bf16* sV = sK + BK * LD;
     ug_bf16* sQ = sV + BK * LD;
@@ -399,7 +399,7 @@ __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, 
                                                  UgTileRow* kRows) {
     constexpr int BQ = UG_ATTN_BF16_BLOCK_M, BK = UG_ATTN_BF16_BLOCK_N, LD = D + UG_ATTN_BF16_PAD;
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBK = BK / 8, NBD = D / 8;
-    extern __shared__ float4 smem4[];
+    UG_DYNAMIC_SHARED(float4, smem4);
     ug_bf16* sQ = reinterpret_cast<ug_bf16*>(smem4);
     ug_bf16* sdO = sQ + BQ * LD;
     ug_bf16* sK = sdO + BQ * LD;

@@ -10,6 +10,14 @@
 #define UG_HD inline
 #endif
 
+// The block's dynamic shared memory as `type name[]` (the emulator build has no extern __shared__; it hands out the
+// block's buffer instead).
+#ifdef UG_CUDA_EMULATOR
+#define UG_DYNAMIC_SHARED(type, name) type* const name = static_cast<type*>(ug_emu::dynamic_shared())
+#else
+#define UG_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 // A token grid (T, H, W) split into windowsPerSide × windowsPerSide spatial windows that span all T frames.
 // Window row r covers rows [floor(r·H/n), floor((r+1)·H/n)) — the same formula for divisible and ragged layouts
 // (src/UltraGen.Core/Layout/WindowLayout.cs). n = 1 is full attention over the grid.

@@ -107,14 +107,29 @@ __device__ __forceinline__ void ug_load_tile_f32(float* tile, const float* __res
 
 // ---- cp.async (sm_80+) ---------------------------------------------------------------------------------------------
 // 16-byte global → shared copy; when !valid the 16 bytes are zero-filled (src-size 0: nothing is read from gsrc).
+// (UG_CUDA_EMULATOR: the host build of kernels/emulator runs the same instructions through its runtime.)
 __device__ __forceinline__ void ug_cp_async16(void* sdst, const void* gsrc, bool valid) {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::cp_async16(sdst, gsrc, valid);
+#else
     const unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
     const int bytes = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(bytes) : "memory");
+#endif
 }
-__device__ __forceinline__ void ug_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void ug_cp_async_commit() {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 template <int N> __device__ __forceinline__ void ug_cp_async_wait() {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::cp_async_wait(N);
+#else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
 }
 
 // ---- bf16 tiles: rows × D bf16 with a row stride of D + 8 (16-byte pad: the 8 rows of an ldmatrix hit 8 bank groups) --
@@ -180,25 +195,37 @@ __device__ __forceinline__ void ug_rotate_tile_bf16(ug_bf16* tile, const UgTileR
 //   * B = X for X stored row-major [k][n] (V in P·V), with .trans: lane → row k0 + (lane & 7) + 8·((lane >> 3) & 1),
 //     col n0 + 8·(lane >> 4) gives (b0, b1) of n-block n0 and (b0, b1) of n-block n0 + 8.
 __device__ __forceinline__ void ug_ldmatrix_x4(uint32_t (&r)[4], const ug_bf16* p) {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::ldmatrix_x4(r, p, false);
+#else
     const unsigned s = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(s));
+#endif
 }
 __device__ __forceinline__ void ug_ldmatrix_x4_trans(uint32_t (&r)[4], const ug_bf16* p) {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::ldmatrix_x4(r, p, true);
+#else
     const unsigned s = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(s));
+#endif
 }
 
 // d += a·b, m16n8k16, bf16 inputs, f32 accumulate.
 __device__ __forceinline__ void ug_mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef UG_CUDA_EMULATOR
+    ug_emu::mma_m16n8k16_bf16(d, a, b0, b1);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Lane address helpers for the three ldmatrix patterns above (element pointers into a tile with row stride ld).
