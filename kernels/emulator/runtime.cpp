@@ -14,7 +14,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
+#include <cstdlib>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -119,7 +122,27 @@ struct Warp {
     float outF[kWarpSize][4];
 };
 
+// The order in which runnable threads are resumed. Between two barriers each thread runs without interruption, so two
+// threads that touch the same shared or global word in one barrier interval (a race) give results that depend on this
+// order: running a test under forward and reverse (or shuffled) order turns such races into differing results.
+enum class Schedule { Forward, Reverse, Shuffle };
+
+// ULTRAGEN_EMULATOR_SCHEDULE = forward (default) | reverse | shuffle[:seed]; read at every launch.
+Schedule schedule_from_environment(std::mt19937& random) {
+    const char* value = std::getenv("ULTRAGEN_EMULATOR_SCHEDULE");
+    if (!value || !*value || std::strcmp(value, "forward") == 0) return Schedule::Forward;
+    if (std::strcmp(value, "reverse") == 0) return Schedule::Reverse;
+    if (std::strncmp(value, "shuffle", 7) == 0) {
+        if (value[7] == ':') random.seed((unsigned)std::strtoul(value + 8, nullptr, 10));
+        return Schedule::Shuffle;
+    }
+    std::fprintf(stderr, "ultragen cuda emulator: unknown ULTRAGEN_EMULATOR_SCHEDULE '%s' (forward, reverse, shuffle[:seed]); using forward\n", value);
+    return Schedule::Forward;
+}
+
 struct BlockRunner {
+    Schedule schedule = Schedule::Forward;
+    std::mt19937 random{12345};
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     void* schedulerSp = nullptr;
@@ -285,10 +308,13 @@ std::string run_block(BlockRunner& r, const LaunchShape& shape, uint3 blockIndex
     std::memset(r.shared, 0xFF, r.sharedBytes);
 
     ThreadView* savedView = t_view;
+    std::vector<unsigned> order(threads);
+    for (unsigned t = 0; t < threads; ++t) order[t] = r.schedule == Schedule::Reverse ? threads - 1 - t : t;
     while (r.live > 0 && !r.faulted) {
         bool ran = false;
-        for (unsigned t = 0; t < threads && !r.faulted; ++t) {
-            Fiber& f = r.fibers[t];
+        if (r.schedule == Schedule::Shuffle) std::shuffle(order.begin(), order.end(), r.random);
+        for (unsigned i = 0; i < threads && !r.faulted; ++i) {
+            Fiber& f = r.fibers[order[i]];
             if (f.state != FiberState::Runnable) continue;
             r.current = &f;
             t_view = &f.view;
@@ -322,6 +348,7 @@ std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void
     BlockRunner& r = *t_runner;
     const unsigned threads = shape.block[0] * shape.block[1] * shape.block[2];
     if (r.fibers.size() < threads) r.fibers.resize(threads);
+    r.schedule = schedule_from_environment(r.random);
     r.kernel = &kernel;
     r.parameters = parameters;
     r.faulted = false;

@@ -318,5 +318,14 @@ public sealed class WindowAttentionOp : Op
             OpParams.Of(("heads", 2), ("windows", 3), ("ragged", true))) { GradientCheck = false };
         yield return new OpCase("win5_t1h10w15_h2d8", Qkv(1, 1, 10, 15, 16), OpParams.Of(("heads", 2), ("windows", 5)))
         { GradientCheck = false };
+        // Windows longer than one kernel tile (f32: 32 tokens, bf16: 64): several key tiles per query tile (the double-buffered
+        // cp.async pipeline), several query tiles per window, masked tail tiles, and in the ragged case windows of one and
+        // of two tiles in the same launch.
+        yield return new OpCase("d64_multitile_b2_t3h10w12_win2_h2", Qkv(2, 3, 10, 12, 128), OpParams.Of(("heads", 2), ("windows", 2)))
+        { GradientCheck = false };
+        yield return new OpCase("d128_multitile_full_t2h9w10_h1", Qkv(1, 2, 9, 10, 128), OpParams.Of(("heads", 1)))
+        { GradientCheck = false };
+        yield return new OpCase("d64_multitile_ragged3_t3h14w16_h1", Qkv(1, 3, 14, 16, 64),
+            OpParams.Of(("heads", 1), ("windows", 3), ("ragged", true))) { GradientCheck = false };
     }
 }
