@@ -39,6 +39,7 @@ step ptx bash -c 'cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --buil
 step ptx-resources-sm80 cmake --build build --target ptx-resources
 step ptx-resources-sm90 bash -c 'for f in kernels/*.cu kernels/attention/*.cu; do nvcc -cubin -std=c++17 -O3 -arch=sm_90 --resource-usage -I kernels -o /dev/null "$f"; done'
 export ULTRAGEN_PTX_DIR="$PWD/build/ptx"
+export ULTRAGEN_REQUIRE_CUDA=1  # a cuda backend that fails to come up is a test failure here, not 700 skips
 
 if [ -f .gpu/run.sh ] && [ -f "$TESTS_DLL" ]; then
   step dotnet-tests bash .gpu/run.sh dotnet "$TESTS_DLL"

@@ -28,6 +28,21 @@ public class CudaBackendTests
         Assert.That(provider.AutoPriority, Is.EqualTo(30));
     }
 
+    /// <summary>
+    /// Where a run is meant to exercise the cuda backend (a GPU session: bench/gpu/run.sh; CI's run on the CUDA emulator),
+    /// ULTRAGEN_REQUIRE_CUDA=1 turns "cuda unavailable" from a skip of every cuda row into this one failure.
+    /// </summary>
+    [Test]
+    public void Cuda_backend_is_present_when_the_run_requires_it()
+    {
+        if (Environment.GetEnvironmentVariable("ULTRAGEN_REQUIRE_CUDA") is not ("1" or "true"))
+            Assert.Ignore("ULTRAGEN_REQUIRE_CUDA is not set: a missing cuda backend is a skip, not a failure");
+        var probe = BackendRegistry.Get("cuda").Probe();
+        Assert.That(probe.Backend, Is.Not.Null, () => $"ULTRAGEN_REQUIRE_CUDA=1 but cuda is unavailable: {probe.UnavailableReason}");
+        TestContext.Out.WriteLine($"cuda: {probe.Backend!.Description}");
+        probe.Backend.Dispose();
+    }
+
     [Test]
     public void Provider_without_a_usable_gpu_is_unavailable_with_a_precise_reason()
     {
