@@ -84,6 +84,52 @@ const KernelEntry* find_kernel(const char* name) {
 
 size_t kernel_count() { return registry().size(); }
 
+// ---- shared-memory bank statistics of ldmatrix (ULTRAGEN_EMULATOR_STATS=<file>) ------------------------------------------
+// Each 8×8 matrix of an ldmatrix is one 128-byte shared-memory access of 8 rows × 16 bytes. With 32 banks of 4 bytes it
+// is conflict-free when the 32 words fall in 32 different banks; otherwise it takes as many wavefronts as the most
+// loaded bank has distinct words. Counted per kernel and written at exit: a property of the kernel's shared-memory layout
+// that the emulator can measure without a GPU.
+namespace {
+struct BankStats {
+    unsigned long long phases = 0, conflictedPhases = 0, extraWavefronts = 0;
+    unsigned maxDegree = 0;
+};
+std::mutex g_statsGate;
+std::map<std::string, BankStats> g_stats;
+
+struct StatsWriter {
+    ~StatsWriter() {
+        const char* path = std::getenv("ULTRAGEN_EMULATOR_STATS");
+        if (!path || !*path || g_stats.empty()) return;
+        FILE* file = std::fopen(path, "a");
+        if (!file) return;
+        for (const auto& [kernel, s] : g_stats)
+            std::fprintf(file, "%s ldmatrix_phases=%llu conflicted=%llu extra_wavefronts=%llu max_degree=%u\n", kernel.c_str(),
+                         s.phases, s.conflictedPhases, s.extraWavefronts, s.maxDegree);
+        std::fclose(file);
+    }
+} g_statsWriter;
+
+// Wavefronts one 8-row phase needs (1 = conflict-free).
+unsigned ldmatrix_phase_degree(const void* const* rows) {
+    uintptr_t words[32];
+    int count = 0;
+    for (int r = 0; r < 8; ++r)
+        for (int w = 0; w < 4; ++w) {
+            const uintptr_t word = reinterpret_cast<uintptr_t>(rows[r]) / 4 + (uintptr_t)w;
+            bool seen = false;
+            for (int i = 0; i < count; ++i) seen |= words[i] == word;  // the same word twice is a broadcast
+            if (!seen) words[count++] = word;
+        }
+    unsigned perBank[32] = {};
+    unsigned degree = 1;
+    for (int i = 0; i < count; ++i) degree = std::max(degree, ++perBank[words[i] % 32]);
+    return degree;
+}
+}  // namespace
+
+unsigned ldmatrix_bank_degree(const void* const* rows) { return ldmatrix_phase_degree(rows); }
+
 // ---- fibers and the block scheduler --------------------------------------------------------------------------------
 namespace {
 
@@ -156,6 +202,8 @@ struct BlockRunner {
     void** parameters = nullptr;
     bool faulted = false;
     std::string fault;
+    bool collectStats = false;
+    BankStats stats;  // this launch's, merged into g_stats at its end
 
     ~BlockRunner() {
         for (auto& f : fibers)
@@ -349,6 +397,9 @@ std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void
     const unsigned threads = shape.block[0] * shape.block[1] * shape.block[2];
     if (r.fibers.size() < threads) r.fibers.resize(threads);
     r.schedule = schedule_from_environment(r.random);
+    const char* statsPath = std::getenv("ULTRAGEN_EMULATOR_STATS");
+    r.collectStats = statsPath && *statsPath;
+    r.stats = BankStats{};
     r.kernel = &kernel;
     r.parameters = parameters;
     r.faulted = false;
@@ -362,6 +413,14 @@ std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void
                 std::string error = run_block(r, shape, uint3{x, y, z});
                 if (!error.empty()) return error;
             }
+    if (r.collectStats && r.stats.phases > 0) {
+        std::lock_guard lock(g_statsGate);
+        BankStats& total = g_stats[kernel.name];
+        total.phases += r.stats.phases;
+        total.conflictedPhases += r.stats.conflictedPhases;
+        total.extraWavefronts += r.stats.extraWavefronts;
+        total.maxDegree = std::max(total.maxDegree, r.stats.maxDegree);
+    }
     return {};
 }
 
@@ -408,7 +467,17 @@ void ldmatrix_x4(uint32_t (&out)[4], const void* rowAddress, bool transpose) {
     BlockRunner& r = runner();
     const int lane = r.current->lane, warp = r.current->warp;
     r.warps[warp].address[lane] = rowAddress;
-    warp_barrier([transpose](Warp& w) {
+    warp_barrier([transpose, &r](Warp& w) {
+        if (r.collectStats) {
+            BankStats& stats = r.stats;
+            for (int i = 0; i < 4; ++i) {
+                const unsigned degree = ldmatrix_phase_degree(w.address + 8 * i);
+                ++stats.phases;
+                if (degree > 1) ++stats.conflictedPhases;
+                stats.extraWavefronts += degree - 1;
+                stats.maxDegree = std::max(stats.maxDegree, degree);
+            }
+        }
         for (int l = 0; l < kWarpSize; ++l) {
             const int g = l >> 2, q = l & 3;
             for (int i = 0; i < 4; ++i) {

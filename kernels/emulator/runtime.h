@@ -29,6 +29,9 @@ struct LaunchShape {
 // went wrong (a fault the hardware would raise or a rule of the PTX ISA the kernel broke), naming the block and thread.
 std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void** parameters);
 
+// Wavefronts an ldmatrix phase with these 8 row addresses needs (1 = no bank conflict); for tests.
+unsigned ldmatrix_bank_degree(const void* const* rows);
+
 // Device allocations (driver.cpp): whether [p, p + bytes) lies inside one live allocation.
 bool device_range_valid(const void* p, size_t bytes);
 

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime.h"
+
 extern "C" {
 int cuInit(unsigned);
 int cuModuleLoadDataEx(void**, const void*, unsigned, int*, void**);
@@ -220,4 +222,15 @@ TEST(Emulator, DriverChecksWhatTheBackendCouldGetWrong) {
     void* values[] = {log, reinterpret_cast<void*>((uintptr_t)sizeof log)};
     EXPECT_EQ(cuModuleLoadDataEx(&module, ".visible .entry not_a_kernel(\n", 2, options, values), kInvalidPtx);
     EXPECT_NE(std::string(log).find("not_a_kernel"), std::string::npos) << log;
+}
+
+TEST(Emulator, LdmatrixBankDegreeSeesTheRowStride) {
+    alignas(128) static char tile[8 * 1024];
+    const void* rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = tile + r * 128;  // bf16 rows of 64: every row starts in bank 0
+    EXPECT_EQ(ug_emu::ldmatrix_bank_degree(rows), 8u);
+    for (int r = 0; r < 8; ++r) rows[r] = tile + r * 144;  // padded by 8 bf16 (common/tiles.cuh): 8 bank groups
+    EXPECT_EQ(ug_emu::ldmatrix_bank_degree(rows), 1u);
+    for (int r = 0; r < 8; ++r) rows[r] = tile;  // one row read 8 times: a broadcast, not a conflict
+    EXPECT_EQ(ug_emu::ldmatrix_bank_degree(rows), 1u);
 }
