@@ -6,6 +6,10 @@
 // Every call validates what the real driver validates that the backend could get wrong: grid and block limits, dynamic
 // shared memory against the function's opt-in, copies and memsets inside one allocation, frees of live allocations.
 // Streams are synchronous: a launch has finished when cuLaunchKernel returns.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -44,9 +48,62 @@ constexpr int kMultiprocessors = 108;
 bool g_initialized = false;
 thread_local std::string t_lastFailure;  // what cuGetErrorString(CUDA_ERROR_LAUNCH_FAILED) reports on this thread
 
+// Device allocations: each its own mapping, placed so that its (16-byte rounded) end touches a PROT_NONE guard page, so a
+// kernel that reads or writes past the end of a buffer faults at once instead of corrupting a neighbour (reported by the
+// SIGSEGV handler below, like compute-sanitizer's memcheck for overruns; underruns are not caught).
+struct Allocation {
+    size_t bytes;
+    char* mapping;
+    size_t mappingBytes;  // including the guard page
+};
 std::shared_mutex g_memoryGate;
-std::map<uintptr_t, size_t> g_allocations;  // base → bytes
+std::map<uintptr_t, Allocation> g_allocations;  // device pointer → allocation
 long long g_allocated = 0;
+struct sigaction g_previousSegv, g_previousBus;
+
+// The allocation whose guard page holds `address`, if any (called from the signal handler: reads only).
+const std::pair<const uintptr_t, Allocation>* overrun_of(uintptr_t address) {
+    auto it = g_allocations.upper_bound(address);
+    if (it == g_allocations.begin()) return nullptr;
+    --it;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(it->second.mapping) + it->second.mappingBytes;
+    return address >= it->first + it->second.bytes && address < end ? &*it : nullptr;
+}
+
+void on_fault(int signal, siginfo_t* info, void* context) {
+    const uintptr_t address = reinterpret_cast<uintptr_t>(info->si_addr);
+    if (const auto* hit = overrun_of(address)) {
+        char message[768];
+        const int length = std::snprintf(message, sizeof message,
+            "ultragen cuda emulator: illegal address 0x%llx: %llu bytes past the end of the %zu-byte device allocation at "
+            "0x%llx, in %s\n", (unsigned long long)address, (unsigned long long)(address - hit->first - hit->second.bytes),
+            hit->second.bytes, (unsigned long long)hit->first, ug_emu::current_thread_description());
+        if (length > 0) (void)!write(2, message, (size_t)length);
+        _exit(70);
+    }
+    // Not ours (the .NET runtime turns its own faults into exceptions): hand it to the handler installed before.
+    const struct sigaction& previous = signal == SIGBUS ? g_previousBus : g_previousSegv;
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) previous.sa_sigaction(signal, info, context);
+    } else if (previous.sa_handler == SIG_DFL || previous.sa_handler == SIG_IGN) {
+        sigaction(signal, &previous, nullptr);
+        raise(signal);
+    } else {
+        previous.sa_handler(signal);
+    }
+}
+
+void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction action {};
+        action.sa_sigaction = on_fault;
+        action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&action.sa_mask);
+        sigaction(SIGSEGV, &action, &g_previousSegv);
+        sigaction(SIGBUS, &action, &g_previousBus);
+    });
+}
 
 struct Module {
     std::vector<std::string> entries;
@@ -69,7 +126,7 @@ bool inside_allocation(uintptr_t p, size_t bytes) {
     auto it = g_allocations.upper_bound(p);
     if (it == g_allocations.begin()) return false;
     --it;
-    return p >= it->first && p + bytes <= it->first + it->second;
+    return p >= it->first && p + bytes <= it->first + it->second.bytes;
 }
 
 int check_range(uintptr_t p, size_t bytes, const char* call) {
@@ -220,11 +277,18 @@ int cuMemAlloc_v2(uintptr_t* pointer, size_t bytes) {
     if (!pointer || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     std::unique_lock lock(g_memoryGate);
     if (g_allocated + (long long)bytes > kTotalMemory) return CUDA_ERROR_OUT_OF_MEMORY;
-    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+    install_fault_handler();
+    // 16-byte alignment (what the kernels need; cudaMalloc gives 256) so the guard page follows the last element closely.
+    const size_t page = (size_t)getpagesize(), rounded = (bytes + 15) / 16 * 16;
+    const size_t span = (rounded + page - 1) / page * page;
+    void* mapping = mmap(nullptr, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    char* base = static_cast<char*>(mapping);
+    mprotect(base + span, page, PROT_NONE);
+    char* p = base + span - rounded;
     std::memset(p, 0xA5, bytes);  // device memory is not zeroed
     *pointer = reinterpret_cast<uintptr_t>(p);
-    g_allocations[*pointer] = bytes;
+    g_allocations[*pointer] = Allocation{bytes, base, span + page};
     g_allocated += (long long)bytes;
     return CUDA_SUCCESS;
 }
@@ -232,9 +296,9 @@ int cuMemFree_v2(uintptr_t pointer) {
     std::unique_lock lock(g_memoryGate);
     auto it = g_allocations.find(pointer);
     if (it == g_allocations.end()) return CUDA_ERROR_INVALID_VALUE;
-    g_allocated -= (long long)it->second;
+    g_allocated -= (long long)it->second.bytes;
+    munmap(it->second.mapping, it->second.mappingBytes);
     g_allocations.erase(it);
-    std::free(reinterpret_cast<void*>(pointer));
     return CUDA_SUCCESS;
 }
 int cuMemGetInfo_v2(size_t* freeBytes, size_t* totalBytes) {

@@ -424,6 +424,15 @@ std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void
     return {};
 }
 
+const char* current_thread_description() {
+    static thread_local char text[256];
+    if (!t_runner || !t_runner->current || !t_runner->kernel || t_view != &t_runner->current->view) return "host code";
+    const ThreadView& v = *t_view;
+    snprintf(text, sizeof text, "kernel %s, block (%u, %u, %u), thread (%u, %u, %u)", t_runner->kernel->name, v.blockIndex.x,
+             v.blockIndex.y, v.blockIndex.z, v.threadIndex.x, v.threadIndex.y, v.threadIndex.z);
+    return text;
+}
+
 // ---- the CUDA operations the kernels call (cuda_emu.h) ---------------------------------------------------------------
 
 void* dynamic_shared() { return runner().shared; }

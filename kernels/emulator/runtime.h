@@ -32,6 +32,10 @@ std::string run_launch(const KernelEntry& kernel, const LaunchShape& shape, void
 // Wavefronts an ldmatrix phase with these 8 row addresses needs (1 = no bank conflict); for tests.
 unsigned ldmatrix_bank_degree(const void* const* rows);
 
+// "kernel K, block (x, y, z), thread (x, y, z)" of the emulated thread running on this host thread, or "host code"
+// (for the fault handler: async-signal-safe, a static buffer).
+const char* current_thread_description();
+
 // Device allocations (driver.cpp): whether [p, p + bytes) lies inside one live allocation.
 bool device_range_valid(const void* p, size_t bytes);
 

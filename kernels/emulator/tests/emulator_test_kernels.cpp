@@ -105,6 +105,12 @@ extern "C" __global__ void emu_test_cp_async_bad_source(const float* src) {
     ug_cp_async_wait<0>();
 }
 
+// Writes one element past the end of a buffer of n floats (the emulator's guard page must stop it).
+extern "C" __global__ void emu_test_overrun(float* p, int n) {
+    if (threadIdx.x == 0) p[n] = 1.f;
+}
+
+UG_EMU_REGISTER(emu_test_overrun)
 UG_EMU_REGISTER(emu_test_mma)
 UG_EMU_REGISTER(emu_test_ldmatrix)
 UG_EMU_REGISTER(emu_test_shuffle)

@@ -38,7 +38,7 @@ const char* kModule =
     ".visible .entry emu_test_mma(\n.visible .entry emu_test_ldmatrix(\n.visible .entry emu_test_shuffle(\n"
     ".visible .entry emu_test_barrier(\n.visible .entry emu_test_race(\n.visible .entry emu_test_cp_async(\n"
     ".visible .entry emu_test_misaligned_ldmatrix(\n.visible .entry emu_test_ldmatrix_outside_shared(\n"
-    ".visible .entry emu_test_deadlock(\n.visible .entry emu_test_cp_async_bad_source(\n";
+    ".visible .entry emu_test_deadlock(\n.visible .entry emu_test_cp_async_bad_source(\n.visible .entry emu_test_overrun(\n";
 
 void* function(const char* name) {
     static void* module = [] {
@@ -233,4 +233,16 @@ TEST(Emulator, LdmatrixBankDegreeSeesTheRowStride) {
     EXPECT_EQ(ug_emu::ldmatrix_bank_degree(rows), 1u);
     for (int r = 0; r < 8; ++r) rows[r] = tile;  // one row read 8 times: a broadcast, not a conflict
     EXPECT_EQ(ug_emu::ldmatrix_bank_degree(rows), 1u);
+}
+
+TEST(EmulatorDeathTest, WritingPastTheEndOfAnAllocationStopsTheProcessNamingKernelAndBuffer) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            Device<float> buffer(7);  // 28 bytes: the guard page starts at byte 32
+            launch("emu_test_overrun", 1, 32, 0, buffer.ptr, 8);
+        },
+        testing::ExitedWithCode(70), "illegal address .*4 bytes past the end of the 28-byte device allocation.*kernel emu_test_overrun, block \\(0, 0, 0\\), thread \\(0, 0, 0\\)");
+    Device<float> buffer(8);
+    EXPECT_EQ(launch("emu_test_overrun", 1, 32, 0, buffer.ptr, 7), 0) << "the last element itself is fine";
 }
