@@ -44,7 +44,7 @@ public static class EvalCommand
             };
             if (!result.GetValue(skipNative)) methods.Add(new("(c) base native, full attention", baseModel, high));
             var seedList = Enumerable.Range(0, result.GetValue(seeds)).Select(s => (ulong)s).ToList();
-            using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why);
+            using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why, ultragen.Config, baseModel.Config);
             Console.WriteLine($"backend: {device.Name} — {why}");
             var (rows, videos) = TableOneEval.Run(methods, PromptGrammar.HeldOut, seedList, (m, b) => new VideoSampler(m, b), device,
                 result.GetValue(steps), result.GetValue(cfg), result.GetValue(shift), Console.WriteLine);

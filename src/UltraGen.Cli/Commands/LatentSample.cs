@@ -98,7 +98,7 @@ internal static class LatentSample
                 if (guided) negative = TextEmbeddings.Load(o.NegativeEmbeddings!, config);
             }
 
-            using var device = SampleCommand.OpenBackend(o.Backend, out string why);
+            using var device = SampleCommand.OpenBackend(o.Backend, out string why, config);
             Console.WriteLine(o.Weights is null
                 ? $"model: preset {o.Preset!.Trim().ToLowerInvariant()} (no weights read)"
                 : $"model: {o.Weights} ({(o.Preset is null ? "config detected from the header" : $"preset {o.Preset.Trim().ToLowerInvariant()}")})");

@@ -87,7 +87,7 @@ public static class SampleCommand
             };
             _ = model.Tokenize([request.Prompt, request.NegativePrompt]);    // unknown words fail before any work
 
-            using var device = OpenBackend(result.GetValue(backend)!, out string why);
+            using var device = OpenBackend(result.GetValue(backend)!, out string why, model.Config);
             Console.WriteLine($"model: {modelPath} (dim {model.Config.Dim}, {model.Config.Layers} layers, {Attention(model)})");
             Console.WriteLine($"backend: {device.Name} — {why}");
             Console.WriteLine(FormattableString.Invariant(
@@ -167,14 +167,16 @@ public static class SampleCommand
     }
 
     /// <summary>
-    /// The backend named <paramref name="name"/>, or for "auto" the preferred one that runs the whole DiT (every
-    /// primitive; cross-attention is the newest); <paramref name="why"/> says how it was chosen.
+    /// The backend named <paramref name="name"/>, or for "auto" the preferred one that runs the whole DiT of every one of
+    /// <paramref name="configs"/> (every primitive, at the model's head dim: <see cref="Model.Dit.Dit.Limitation"/>);
+    /// <paramref name="why"/> says how it was chosen.
     /// </summary>
-    public static IBackend OpenBackend(string name, out string why)
+    public static IBackend OpenBackend(string name, out string why, params ModelConfig[] configs)
     {
         if (string.Equals(name, "auto", StringComparison.OrdinalIgnoreCase))
         {
-            var (backend, reason) = BackendRegistry.Auto(OpCatalog.Get("cross_attention"));
+            var (backend, reason) = BackendRegistry.Auto(OpCatalog.Get("cross_attention"),
+                limitation: b => configs.Select(c => Model.Dit.Dit.Limitation(b, c)).FirstOrDefault(r => r is not null));
             why = reason;
             return backend;
         }

@@ -56,7 +56,7 @@ public static class TrainCommand
             string? subsetFilter = result.GetValue(subset);
             var prompts = subsetFilter is null ? null : PromptGrammar.Subset(subsetFilter);   // a bad filter fails before any work
             using var model = LoadOrCreate(result.GetValue(from)!, result.GetValue(ultragen), result.GetValue(globalKFromWk), result.GetValue(coordinates), format, runSeed);
-            using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why);
+            using var device = SampleCommand.OpenBackend(result.GetValue(backend)!, out string why, model.Config);
             var settings = new VideoTrainingSettings
             {
                 Format = format, BatchSize = result.GetValue(batch), Mode = result.GetValue(mode), Shift = result.GetValue(shift),

@@ -55,6 +55,24 @@ public sealed class Dit : IDisposable
     {
     }
 
+    /// <summary>
+    /// Why <paramref name="backend"/> cannot run a DiT of <paramref name="config"/>, or null: the attention ops at the model's
+    /// head dim (kernel families are compiled for some head dims only: cuda takes 64 and 128) and every primitive the
+    /// self-attention composites use. <c>--backend auto</c> uses it to skip such a backend.
+    /// </summary>
+    public static string? Limitation(IBackend backend, ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(config);
+        var heads = OpParams.Of(("heads", config.Heads));
+        var tokens = new Dictionary<string, int[]> { ["x"] = [1, 1, config.Dim] };
+        var query = new Dictionary<string, int[]> { ["q"] = [1, 1, config.Dim] };
+        foreach (var (op, shapes) in new[] { ("ultragen_self_attention", tokens), ("wan_self_attention", tokens), ("cross_attention", query) })
+            if (!backend.SupportsCase(OpCatalog.Get(op), DType.F32, shapes, heads, out var reason))
+                return reason;
+        return null;
+    }
+
     /// <summary>Checks that <paramref name="weights"/> holds every parameter (before anything is allocated) and returns its upload.</summary>
     private static Action<Dit> UploadFrom(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights)
     {
@@ -74,6 +92,9 @@ public sealed class Dit : IDisposable
         Config = config.Validate();
         if (!config.QkNorm)
             throw new UnsupportedConfigurationException("dit: qk_norm = false is not supported (the attention ops always apply norm_q/norm_k)");
+        if (Limitation(backend, Config) is { } limitation)
+            throw new UnsupportedConfigurationException(
+                $"dit: backend '{backend.Name}' cannot run this model: {limitation}; pick another with --backend (auto skips it)");
         Backend = backend;
         Options = options ?? new DitOptions();
         Specs = ParameterCatalog.List(config);

@@ -16,9 +16,10 @@ public static class BackendRegistry
 
     /// <summary>
     /// The backend <c>auto</c> picks: the available one with the highest priority (that runs <paramref name="op"/> in
-    /// <paramref name="dtype"/>, when given), and a sentence saying why.
+    /// <paramref name="dtype"/>, when given, and that <paramref name="limitation"/> — why a backend cannot do the caller's
+    /// work, or null — does not rule out), and a sentence saying why.
     /// </summary>
-    public static (IBackend Backend, string Why) Auto(Op? op = null, Core.DType dtype = Core.DType.F32)
+    public static (IBackend Backend, string Why) Auto(Op? op = null, Core.DType dtype = Core.DType.F32, Func<IBackend, string?>? limitation = null)
     {
         var skipped = new List<string>();
         foreach (var provider in Providers.OrderByDescending(p => p.AutoPriority))
@@ -32,6 +33,12 @@ public static class BackendRegistry
             if (op is not null && !probe.Backend.Supports(op, dtype, out var reason))
             {
                 skipped.Add($"{provider.Name} cannot run it ({reason})");
+                probe.Backend.Dispose();
+                continue;
+            }
+            if (limitation?.Invoke(probe.Backend) is { } limit)
+            {
+                skipped.Add($"{provider.Name} cannot run it ({limit})");
                 probe.Backend.Dispose();
                 continue;
             }

@@ -170,6 +170,51 @@ public class DitBackendTests
                 $"{name}: recomputing a block is deterministic, so the gradients are bit-identical");
     }
 
+    /// <summary>The reference backend, except that its attention "kernels" exist for head dim 64 only (like cuda's 64/128).</summary>
+    private sealed class HeadDim64Backend : IBackend
+    {
+        private readonly ReferenceBackend _inner = new();
+        public string Name => "headdim64";
+        public string Description => "test double";
+        public bool Supports(Op op, DType dtype, out string? reason) => _inner.Supports(op, dtype, out reason);
+        public bool SupportsCase(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters, out string? reason)
+        {
+            var channels = inputShapes.TryGetValue("x", out var x) ? x[^1] : inputShapes.TryGetValue("q", out var q) ? q[^1] : 0;
+            int headDim = parameters.Has("heads") && channels > 0 ? channels / parameters.GetInt("heads") : 64;
+            reason = headDim == 64 ? null : $"{op.Name} kernels take head dim 64, got {headDim}";
+            return reason is null && Supports(op, dtype, out reason);
+        }
+        public Tensor Allocate(DType dtype, int[] shape) => _inner.Allocate(dtype, shape);
+        public void CopyFromHost(Tensor host, Tensor destination) => _inner.CopyFromHost(host, destination);
+        public void CopyToHost(Tensor source, Tensor host) => _inner.CopyToHost(source, host);
+        public void Forward(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputs, OpParams p) =>
+            _inner.Forward(op, inputs, outputs, p);
+        public void Backward(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> dy,
+            IReadOnlyDictionary<string, Tensor> dx, OpParams p) => _inner.Backward(op, inputs, dy, dx, p);
+        public void Dispose() { }
+    }
+
+    [Test]
+    public void A_backend_without_kernels_for_the_head_dim_is_refused_up_front_and_skipped_by_auto()
+    {
+        using var limited = new HeadDim64Backend();
+        var head64 = Tiny with { Dim = 128, FfnDim = 192, Heads = 2 };
+        Assert.That(Dit.Limitation(limited, head64), Is.Null);
+        Assert.That(Dit.Limitation(limited, Tiny), Does.Contain("head dim 64, got 12"));
+
+        using var weights = ModelWeights.Random(Tiny, seed: 15);
+        var error = Assert.Throws<UnsupportedConfigurationException>(() => new Dit(Tiny, limited, weights))!;
+        Assert.That(error.Message, Does.Contain("backend 'headdim64' cannot run this model").And.Contain("got 12").And.Contain("--backend"));
+
+        // auto passes over a backend the caller's limitation rules out, and says so.
+        var (chosen, why) = BackendRegistry.Auto(limitation: b => b.Name == "cpu" ? "cpu refused by the test" : null);
+        using (chosen)
+        {
+            Assert.That(chosen.Name, Is.Not.EqualTo("cpu"));
+            Assert.That(why, Does.Contain("cpu cannot run it (cpu refused by the test)"));
+        }
+    }
+
     [Test]
     public void Bad_inputs_are_rejected_with_clear_errors()
     {
