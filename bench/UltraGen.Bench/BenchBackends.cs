@@ -70,15 +70,24 @@ public sealed class PreparedOp : IDisposable
     private readonly Dictionary<string, Tensor> _outputs = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _outputGradients = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _inputGradients = new(StringComparer.Ordinal);
+    private readonly bool _ownsBackend = true;
 
     /// <param name="scale">per-input uniform range half-width (default 1); weights are usually given 1/√fan-in.</param>
     /// <param name="gradientsOf">inputs whose gradients the backward benchmark asks for (empty: forward only).</param>
     public PreparedOp(string backendName, string opName, IReadOnlyDictionary<string, int[]> shapes, OpParams parameters,
         Func<string, (double Low, double High)> range, IEnumerable<string> gradientsOf, int seed = 1234)
+        : this(BenchBackends.Open(backendName, opName), opName, shapes, parameters, range, gradientsOf, seed)
+    {
+    }
+
+    /// <summary>As above, on an open <paramref name="backend"/>, disposed with this prepared op when <paramref name="ownsBackend"/>.</summary>
+    public PreparedOp(IBackend backend, string opName, IReadOnlyDictionary<string, int[]> shapes, OpParams parameters,
+        Func<string, (double Low, double High)> range, IEnumerable<string> gradientsOf, int seed = 1234, bool ownsBackend = true)
     {
         _op = OpCatalog.Get(opName);
         _parameters = parameters;
-        _backend = BenchBackends.Open(backendName, opName);
+        _backend = backend;
+        _ownsBackend = ownsBackend;
         var random = new Random(seed);
         foreach (var (name, shape) in shapes) _inputs[name] = Upload(shape, range(name), random);
         foreach (var (name, shape) in _op.OutputShapes(shapes, parameters))
@@ -109,6 +118,6 @@ public sealed class PreparedOp : IDisposable
     {
         foreach (var tensor in _inputs.Values.Concat(_outputs.Values).Concat(_outputGradients.Values).Concat(_inputGradients.Values))
             tensor.Dispose();
-        _backend.Dispose();
+        if (_ownsBackend) _backend.Dispose();
     }
 }

@@ -15,20 +15,9 @@ public interface IFlopCounted
     double CountFlops(string method);
 }
 
-/// <summary>Counting rules shared by the benchmarks (docs/architecture.md, "Performance accounting").</summary>
-public static class Flops
+/// <summary>The FLOP count of one BenchmarkDotNet case.</summary>
+public static class CaseFlops
 {
-    /// <summary>Attention forward: 4·Σ_windows tokens²·headDim per head per batch (QKᵀ and PV, 2 FLOPs per multiply-add).</summary>
-    public static double AttentionForward(long attentionPairs, int headDim, int heads, int batch = 1) =>
-        4.0 * attentionPairs * headDim * heads * batch;
-
-    /// <summary>Attention backward: 2.5× the forward.</summary>
-    public static double AttentionBackward(long attentionPairs, int headDim, int heads, int batch = 1) =>
-        2.5 * AttentionForward(attentionPairs, headDim, heads, batch);
-
-    /// <summary>A dense projection of n tokens from dIn to dOut features: 2·n·dIn·dOut.</summary>
-    public static double Projection(long tokens, int dIn, int dOut) => 2.0 * tokens * dIn * dOut;
-
     /// <summary>
     /// The count for one benchmark case: a fresh instance of the benchmark class with the case's parameter values set,
     /// asked through <see cref="IFlopCounted"/>. NaN when the class does not count.
@@ -65,7 +54,7 @@ public sealed class FlopsColumn : IColumn
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
     {
-        double flops = Flops.Of(benchmarkCase);
+        double flops = CaseFlops.Of(benchmarkCase);
         return double.IsNaN(flops) ? "-" : (flops / 1e9).ToString("F3", System.Globalization.CultureInfo.InvariantCulture);
     }
 
@@ -89,7 +78,7 @@ public sealed class GflopsColumn : IColumn
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
     {
-        double flops = Flops.Of(benchmarkCase);
+        double flops = CaseFlops.Of(benchmarkCase);
         var statistics = summary[benchmarkCase]?.ResultStatistics;
         if (double.IsNaN(flops) || statistics is null || statistics.Mean <= 0) return "-";
         return (flops / statistics.Mean).ToString("F1", System.Globalization.CultureInfo.InvariantCulture); // FLOP per ns = GFLOP/s

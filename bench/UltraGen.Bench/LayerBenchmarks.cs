@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using UltraGen.Core.Layout;
 using UltraGen.Ops;
+using UltraGen.Ops.Backends;
 
 namespace UltraGen.Bench;
 
@@ -12,10 +13,7 @@ namespace UltraGen.Bench;
 /// </summary>
 public class LayerBenchmarks : IFlopCounted
 {
-    private const int Block = 4;
     private const int Heads = 2;
-    private const int LoraRank = 16;
-    private const int Sinusoid = 256;
 
     private PreparedOp? _op;
 
@@ -58,61 +56,10 @@ public class LayerBenchmarks : IFlopCounted
     [Benchmark]
     public void FullAttention() => _op!.Forward();
 
-    private PreparedOp Prepare(string opName, bool decomposed)
-    {
-        var grid = TokenGrid;
-        var parameters = decomposed
-            ? OpParams.Of(("T", grid.T), ("H", grid.H), ("W", grid.W), ("heads", Heads), ("block", Block))
-            : OpParams.Of(("T", grid.T), ("H", grid.H), ("W", grid.W), ("heads", Heads));
-        var op = OpCatalog.Get(opName);
-        var shapes = new Dictionary<string, int[]>(StringComparer.Ordinal);
-        foreach (var input in op.Inputs) shapes[input.Name] = ShapeOf(input.Name, grid, Dim);
-        _ = op.OutputShapes(shapes, parameters); // fail here, with the op's message, if a shape rule is off
-        double weightRange = 1 / Math.Sqrt(Dim);
-        return new PreparedOp(Backend, opName, shapes, parameters, name => name switch
-        {
-            "x" => (-1, 1),
-            "t" => (0, 1000),
-            _ when name.Contains("norm", StringComparison.Ordinal) => (0.5, 1.5),
-            _ => (-weightRange, weightRange),
-        }, []);
-    }
+    private PreparedOp Prepare(string opName, bool decomposed) =>
+        LayerSetup.Prepare(BenchBackends.Open(Backend, opName), opName, TokenGrid, Heads, HeadDim);
 
-    /// <summary>The shape of every input of the two layer ops, by the checkpoint's naming rules.</summary>
-    private static int[] ShapeOf(string name, Grid3 grid, int dim)
-    {
-        if (name == "x") return [1, checked((int)grid.TokenCount), dim];
-        if (name == "t") return [1];
-        if (name.EndsWith("lora_A.weight", StringComparison.Ordinal)) return [LoraRank, dim];
-        if (name.EndsWith("lora_A.bias", StringComparison.Ordinal)) return [LoraRank];
-        if (name.EndsWith("lora_B.weight", StringComparison.Ordinal)) return [dim, LoraRank];
-        if (name == "downsample_conv.weight") return [dim, 1, 4, 4];
-        if (name == "downsample_conv_hierachcal.weight") return [dim, 1, 2, 2];
-        if (name.StartsWith("upsample_conv", StringComparison.Ordinal) && name.EndsWith(".weight", StringComparison.Ordinal)) return [dim, 1, 3, 3, 3];
-        if (name.StartsWith("alpha_time_embedding", StringComparison.Ordinal) && name.EndsWith(".0.weight", StringComparison.Ordinal)) return [dim, Sinusoid];
-        if (name.EndsWith(".weight", StringComparison.Ordinal) && !name.StartsWith("norm", StringComparison.Ordinal)) return [dim, dim];
-        return [dim];
-    }
-
-    public double CountFlops(string method)
-    {
-        var grid = TokenGrid;
-        int d = Dim;
-        long n = grid.TokenCount;
-        if (method == nameof(FullAttention))
-        {
-            var full = WindowLayout.Divisible(grid, 1);
-            return Flops.AttentionForward(full.AttentionPairs, HeadDim, Heads) + 4 * Flops.Projection(n, d, d); // q, k, v, o
-        }
-        var plan = UltraGenLayoutPlan.Create(grid, Block);
-        double flops = Flops.Projection(n, d, d); // W_o once, after fusion
-        foreach (var branch in new[] { plan.Local, plan.Hierarchical, plan.Global })
-        {
-            long tokens = branch.Layout.Grid.TokenCount;
-            flops += Flops.AttentionForward(branch.AttentionPairs, HeadDim, Heads) + 3 * Flops.Projection(tokens, d, d);
-            if (branch.Branch != AttentionBranch.Local) // domain-aware LoRA on q, k, v: d→r→d
-                flops += 3 * (Flops.Projection(tokens, d, LoraRank) + Flops.Projection(tokens, LoraRank, d));
-        }
-        return flops;
-    }
+    public double CountFlops(string method) => method == nameof(FullAttention)
+        ? LayerSetup.FullFlops(TokenGrid, Heads, HeadDim)
+        : LayerSetup.UltraGenFlops(TokenGrid, Heads, HeadDim);
 }

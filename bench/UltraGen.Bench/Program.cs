@@ -12,6 +12,7 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+
         // Every row runs in process: our kernels and libtorch (whose native package a generated child project would
         // not reference) are measured in the same process, one after the other. The main job (1 launch, 2 warm-up and
         // 8 measured iterations) keeps a full run well under 15 minutes on 2 cores; ilgpu on its CPU accelerator gets

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU session's one command (device machine: nvcc, CMake, PyTorch; no .NET SDK). From the repo root:
-#   on this machine first:   ../shared/scripts/gpu-pack.sh tests/UltraGen.Tests [bench/UltraGen.Bench]   (fills .gpu/)
+#   on this machine first:   ../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench   (fills .gpu/)
 #   on the device machine:   bash bench/gpu/run.sh          (carry .gpu; OUT defaults to /tmp/ultragen-gpu)
 # Steps (each logged in full to $OUT/gpu-run.log; a failing step is recorded and the rest still run):
 #   1. device + toolchain versions
@@ -8,7 +8,7 @@
 #   3. the .NET test harness on the Cuda backend:    bash .gpu/run.sh dotnet .gpu/app/UltraGen.Tests/UltraGen.Tests.dll
 #   4. compute-sanitizer memcheck and racecheck over the attention tests (ATTN_FILTER)
 #   5. peer timings: PyTorch SDPA flash (bench/gpu/sdpa_peer.py) → $OUT/sdpa_peer.csv
-#   6. UltraGen timings (TODO hook below) → $OUT/ultragen.csv, same columns
+#   6. UltraGen timings (bench/UltraGen.GpuBench, CUDA events) → $OUT/ultragen.csv, same columns
 # and prints one short table last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 LOG="$OUT/gpu-run.log"
 : >"$LOG"
 TESTS_DLL=.gpu/app/UltraGen.Tests/UltraGen.Tests.dll
-BENCH_DLL=.gpu/app/UltraGen.Bench/UltraGen.Bench.dll
+BENCH_DLL=.gpu/app/UltraGen.GpuBench/UltraGen.GpuBench.dll
 # NUnit on Microsoft.Testing.Platform accepts the VSTest filter syntax through --filter.
 ATTN_FILTER=${ATTN_FILTER:-"FullyQualifiedName~WindowAttention|FullyQualifiedName~window_attention"}
 declare -a STEPS=()
@@ -60,14 +60,12 @@ fi
 
 step sdpa-peer python3 bench/gpu/sdpa_peer.py --csv "$OUT/sdpa_peer.csv"
 
-# TODO(host engineer): the .NET GPU benchmark. Expected: it times the window_attention Cuda kernels (bf16, fwd and bwd)
-# on the same shapes as bench/gpu/sdpa_peer.py (same layer names: full_N8K.fwd, 1080p_local_odd.bwd, …; same shape
-# strings) and writes a CSV with the header  layer,shape,tflops,ms  (useful FLOPs: 4·N²·d per window and head forward,
-# 2.5× that backward) to the path given. The command line below is the hook; change it to the real one.
+# The .NET side of the table: the cuda backend's window_attention (bf16, fwd and bwd) on sdpa_peer.py's shapes and row
+# names, and the 1080P self-attention layer (UltraGen vs full), timed with CUDA events (bench/UltraGen.GpuBench).
 if [ -f .gpu/run.sh ] && [ -f "$BENCH_DLL" ]; then
-  step ultragen-bench bash .gpu/run.sh dotnet "$BENCH_DLL" gpu-attention --csv "$OUT/ultragen.csv"
+  step ultragen-bench bash .gpu/run.sh dotnet "$BENCH_DLL" --csv "$OUT/ultragen.csv"
 else
-  skip ultragen-bench "TODO: .NET GPU benchmark not packed yet"
+  skip ultragen-bench "no .gpu pack with UltraGen.GpuBench (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"
 fi
 
 # ---- summary: steps, then the timing table (SDPA beside UltraGen where both exist) -----------------------------------

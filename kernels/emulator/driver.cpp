@@ -233,6 +233,7 @@ int cuDeviceGetAttribute(int* value, int attribute, int device) {
         case 8: *value = kSharedPerBlock; return CUDA_SUCCESS;              // MAX_SHARED_MEMORY_PER_BLOCK
         case 10: *value = 32; return CUDA_SUCCESS;                          // WARP_SIZE
         case 16: *value = kMultiprocessors; return CUDA_SUCCESS;            // MULTIPROCESSOR_COUNT
+        case 38: *value = 40 << 20; return CUDA_SUCCESS;                    // L2_CACHE_SIZE (A100: 40 MB)
         case 75: *value = 8; return CUDA_SUCCESS;                           // COMPUTE_CAPABILITY_MAJOR
         case 76: *value = 0; return CUDA_SUCCESS;                           // COMPUTE_CAPABILITY_MINOR
         case 97: *value = kSharedPerBlockOptin; return CUDA_SUCCESS;        // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
