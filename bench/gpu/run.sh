@@ -2,13 +2,14 @@
 # The GPU session's one command (device machine: nvcc, CMake, PyTorch; no .NET SDK). From the repo root:
 #   on this machine first:   ../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench   (fills .gpu/)
 #   on the device machine:   bash bench/gpu/run.sh          (carry .gpu; OUT defaults to /tmp/ultragen-gpu)
-# Steps (each logged in full to $OUT/gpu-run.log; a failing step is recorded and the rest still run):
-#   1. device + toolchain versions
-#   2. PTX for compute_80/90 into build/ptx, and the ptxas resource report (registers, smem, spills) for sm_80 and sm_90
-#   3. the .NET test harness on the Cuda backend:    bash .gpu/run.sh dotnet .gpu/app/UltraGen.Tests/UltraGen.Tests.dll
-#   4. compute-sanitizer memcheck and racecheck over the attention tests (ATTN_FILTER)
-#   5. peer timings: PyTorch SDPA flash (bench/gpu/sdpa_peer.py) → $OUT/sdpa_peer.csv
-#   6. UltraGen timings (bench/UltraGen.GpuBench, CUDA events) → $OUT/ultragen.csv, same columns
+# Steps (each logged in full to $OUT/gpu-run.log; a failing step is recorded and the rest still run; ONLY= picks some):
+#   versions   device + toolchain versions
+#   ptx        PTX for compute_80/90 into build/ptx
+#   tests      the cuda and ilgpu rows of the .NET tests (GPU_FILTER):  bash .gpu/run.sh dotnet .gpu/app/UltraGen.Tests/UltraGen.Tests.dll
+#   peer       peer timings: PyTorch SDPA flash (bench/gpu/sdpa_peer.py) → $OUT/sdpa_peer.csv
+#   bench      UltraGen timings (bench/UltraGen.GpuBench, CUDA events) → $OUT/ultragen.csv, same columns
+#   memcheck, racecheck   compute-sanitizer over the cuda attention rows (ATTN_FILTER)
+#   resources  the ptxas resource report (registers, smem, spills) for sm_80 and sm_90
 # and prints one short table last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,54 +19,63 @@ LOG="$OUT/gpu-run.log"
 : >"$LOG"
 TESTS_DLL=.gpu/app/UltraGen.Tests/UltraGen.Tests.dll
 BENCH_DLL=.gpu/app/UltraGen.GpuBench/UltraGen.GpuBench.dll
-# NUnit on Microsoft.Testing.Platform accepts the VSTest filter syntax through --filter.
-ATTN_FILTER=${ATTN_FILTER:-"FullyQualifiedName~WindowAttention|FullyQualifiedName~window_attention"}
+# NUnit on Microsoft.Testing.Platform accepts the VSTest filter syntax through --filter. The GPU session runs what CI
+# cannot: every cuda row (op harness, DiT, host layer) and the ilgpu rows (ILGPU on a real GPU); the cpu/reference rows
+# are CI's.
+GPU_FILTER=${GPU_FILTER:-"Name~/cuda/|(Name~Dit_&Name~cuda)|FullyQualifiedName~UltraGen.Tests.Cuda|Name~/ilgpu/|(Name~Dit_&Name~ilgpu)"}
+ATTN_FILTER=${ATTN_FILTER:-"(Name~window_attention/|Name~cross_attention/)&Name~/cuda/"}
+# ONLY=<step,step,…> runs a subset (device time is scarce: a session has about 15 minutes, 10 per command), e.g.
+#   ONLY=versions,ptx,tests,peer,bench bash bench/gpu/run.sh      then      ONLY=ptx,memcheck,racecheck,resources …
+# Steps in order: versions ptx tests peer bench memcheck racecheck resources. STEP_TIMEOUT (s, default 420) bounds each.
+ONLY=${ONLY:-versions,ptx,tests,peer,bench,memcheck,racecheck,resources}
+STEP_TIMEOUT=${STEP_TIMEOUT:-420}
 declare -a STEPS=()
 
-step() {  # step <name> <command…>: runs it with output to the log, records ok/FAILED(rc)
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+step() {  # step <name> <command…>: runs it (bounded by STEP_TIMEOUT) with output to the log, records ok/FAILED(rc)
   local name=$1; shift
   printf '\n===== %s: %s\n' "$name" "$*" >>"$LOG"
   local t0=$SECONDS
-  "$@" >>"$LOG" 2>&1
+  timeout "$STEP_TIMEOUT" "$@" >>"$LOG" 2>&1
   local rc=$?
-  STEPS+=("$(printf '%-26s %-10s %5ds' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED($rc)")" $((SECONDS - t0)))")
+  local verdict; verdict=$([ $rc -eq 0 ] && echo ok || { [ $rc -eq 124 ] && echo "TIMEOUT" || echo "FAILED($rc)"; })
+  STEPS+=("$(printf '%-26s %-10s %5ds' "$name" "$verdict" $((SECONDS - t0)))")
   return $rc
 }
 skip() { STEPS+=("$(printf '%-26s %-10s %s' "$1" skipped "$2")"); }
+have_pack() { [ -f .gpu/run.sh ] && [ -f "$1" ]; }
 
-step versions bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -n 2; cmake --version | head -n 1; python3 -c "import torch; print(\"torch\", torch.__version__, torch.version.cuda)"'
-
-step ptx bash -c 'cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j 16 && ls -l build/ptx'
-step ptx-resources-sm80 cmake --build build --target ptx-resources
-step ptx-resources-sm90 bash -c 'for f in kernels/*.cu kernels/attention/*.cu; do nvcc -cubin -std=c++17 -O3 -arch=sm_90 --resource-usage -I kernels -o /dev/null "$f"; done'
+wanted versions && step versions bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -n 2; cmake --version | head -n 1; python3 -c "import torch; print(\"torch\", torch.__version__, torch.version.cuda)"'
+wanted ptx && step ptx bash -c 'cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j 16 && ls -l build/ptx'
 export ULTRAGEN_PTX_DIR="$PWD/build/ptx"
 export ULTRAGEN_REQUIRE_CUDA=1  # a cuda backend that fails to come up is a test failure here, not 700 skips
 
-if [ -f .gpu/run.sh ] && [ -f "$TESTS_DLL" ]; then
-  step dotnet-tests bash .gpu/run.sh dotnet "$TESTS_DLL"
-  if command -v compute-sanitizer >/dev/null 2>&1; then
-    step memcheck-attention bash .gpu/run.sh compute-sanitizer --tool memcheck --target-processes all --error-exitcode 1 \
-      dotnet "$TESTS_DLL" --filter "$ATTN_FILTER"
-    step racecheck-attention bash .gpu/run.sh compute-sanitizer --tool racecheck --target-processes all --error-exitcode 1 \
-      dotnet "$TESTS_DLL" --filter "$ATTN_FILTER"
-  else
-    skip memcheck-attention "no compute-sanitizer"
-    skip racecheck-attention "no compute-sanitizer"
-  fi
-else
-  skip dotnet-tests "no .gpu pack (run ../shared/scripts/gpu-pack.sh tests/UltraGen.Tests first)"
-  skip memcheck-attention "no .gpu pack"
-  skip racecheck-attention "no .gpu pack"
+if wanted tests; then
+  if have_pack "$TESTS_DLL"; then step cuda-tests bash .gpu/run.sh dotnet "$TESTS_DLL" --filter "$GPU_FILTER"
+  else skip cuda-tests "no .gpu pack (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"; fi
 fi
 
-step sdpa-peer python3 bench/gpu/sdpa_peer.py --csv "$OUT/sdpa_peer.csv"
+wanted peer && step sdpa-peer python3 bench/gpu/sdpa_peer.py --csv "$OUT/sdpa_peer.csv"
 
 # The .NET side of the table: the cuda backend's window_attention (bf16, fwd and bwd) on sdpa_peer.py's shapes and row
 # names, and the 1080P self-attention layer (UltraGen vs full), timed with CUDA events (bench/UltraGen.GpuBench).
-if [ -f .gpu/run.sh ] && [ -f "$BENCH_DLL" ]; then
-  step ultragen-bench bash .gpu/run.sh dotnet "$BENCH_DLL" --csv "$OUT/ultragen.csv"
-else
-  skip ultragen-bench "no .gpu pack with UltraGen.GpuBench (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"
+if wanted bench; then
+  if have_pack "$BENCH_DLL"; then step ultragen-bench bash .gpu/run.sh dotnet "$BENCH_DLL" --csv "$OUT/ultragen.csv"
+  else skip ultragen-bench "no .gpu pack with UltraGen.GpuBench (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"; fi
+fi
+
+for tool in memcheck racecheck; do
+  wanted $tool || continue
+  if ! have_pack "$TESTS_DLL"; then skip $tool-attention "no .gpu pack"
+  elif ! command -v compute-sanitizer >/dev/null 2>&1; then skip $tool-attention "no compute-sanitizer"
+  else step $tool-attention bash .gpu/run.sh compute-sanitizer --tool $tool --target-processes all --error-exitcode 1 \
+         dotnet "$TESTS_DLL" --filter "$ATTN_FILTER"; fi
+done
+
+if wanted resources; then
+  step ptx-resources-sm80 cmake --build build --target ptx-resources
+  step ptx-resources-sm90 bash -c 'for f in kernels/*.cu kernels/attention/*.cu; do nvcc -cubin -std=c++17 -O3 -arch=sm_90 --resource-usage -I kernels -o /dev/null "$f"; done'
 fi
 
 # ---- summary: steps, then the timing table (SDPA beside UltraGen where both exist) -----------------------------------

@@ -353,7 +353,9 @@ cross_attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ UgTileRow kRows[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        cross_fwd_f32<32>(q, k, v, o, lse, queries, keys, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         cross_fwd_f32<64>(q, k, v, o, lse, queries, keys, heads, scale, qRows, kRows);
     else if (headDim == 128)
         cross_fwd_f32<128>(q, k, v, o, lse, queries, keys, heads, scale, qRows, kRows);
@@ -366,7 +368,7 @@ cross_attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k
 //   dk, dv     : splits = 1: the gradients, (B, L, heads·headDim), every element written (overwrite, not +=);
 //                splits > 1: partials (splits, B, L, heads·headDim), finish with column_sum_f32(partial, out, splits,
 //                B·L·heads·headDim, 1)
-//   batch, queries, keys, heads, headDim (64 | 128), scale, splits = ug_cross_attn_splits(...)
+//   batch, queries, keys, heads, headDim (32 | 64 | 128), scale, splits = ug_cross_attn_splits(...)
 // Launch: block 128, grid ug_cross_attn_grid(L, heads, B, 32, splits) = (⌈L/32⌉·splits, heads, B),
 //         smem ug_attn_f32_dkdv_smem(headDim) (d=64: 41,472 B, d=128: 74,240 B).
 // ------------------------------------------------------------------------------------------------------------------
@@ -379,7 +381,10 @@ cross_attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restric
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ float sLse2[UG_ATTN_F32_BLOCK];
     __shared__ float sDelta[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        cross_bwd_dkdv_f32<32>(q, k, v, dO, lse, delta, dk, dv, batch, queries, keys, heads, scale, splits, kRows, qRows,
+                               sLse2, sDelta);
+    else if (headDim == 64)
         cross_bwd_dkdv_f32<64>(q, k, v, dO, lse, delta, dk, dv, batch, queries, keys, heads, scale, splits, kRows, qRows,
                                sLse2, sDelta);
     else if (headDim == 128)
@@ -390,7 +395,7 @@ cross_attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restric
 // ------------------------------------------------------------------------------------------------------------------
 // cross_attention_bwd_dq_f32
 //   q, k, v, dO, lse, delta: as dkdv;  dq: output, (B, N, heads·headDim), overwritten
-//   batch, queries, keys, heads, headDim (64 | 128), scale
+//   batch, queries, keys, heads, headDim (32 | 64 | 128), scale
 // Launch: block 128, grid ug_cross_attn_grid(N, heads, B, 32, 1) = (⌈N/32⌉, heads, B),
 //         smem ug_attn_f32_dq_smem(headDim) (d=64: 37,376 B, d=128: 70,144 B).
 // ------------------------------------------------------------------------------------------------------------------
@@ -401,7 +406,9 @@ cross_attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict_
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ UgTileRow kRows[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        cross_bwd_dq_f32<32>(q, k, v, dO, lse, delta, dq, queries, keys, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         cross_bwd_dq_f32<64>(q, k, v, dO, lse, delta, dq, queries, keys, heads, scale, qRows, kRows);
     else if (headDim == 128)
         cross_bwd_dq_f32<128>(q, k, v, dO, lse, delta, dq, queries, keys, heads, scale, qRows, kRows);

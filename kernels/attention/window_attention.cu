@@ -296,7 +296,7 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
 //   rope       : cos/sin table (abi.cuh) or enabled = 0
 //   batch      : B
 //   heads      : heads
-//   headDim    : 64 or 128 (anything else returns without writing; the host rejects it first)
+//   headDim    : 32, 64 or 128 (anything else returns without writing; the host rejects it first)
 //   scale      : softmax scale, 1/√headDim for the model
 // Launch: block 128 threads;
 //   f32 : grid ug_attn_grid(layout, heads, batch, 32), dynamic smem ug_attn_f32_fwd_smem(headDim)
@@ -312,7 +312,9 @@ window_attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ 
     (void)batch;  // grid.z
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ UgTileRow kRows[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_fwd_f32<32>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         attn_fwd_f32<64>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);
     else if (headDim == 128)
         attn_fwd_f32<128>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);
@@ -325,7 +327,9 @@ window_attention_fwd_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __restri
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_BF16_BLOCK_M];
     __shared__ UgTileRow kRows[2][UG_ATTN_BF16_BLOCK_N];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_fwd_bf16<32>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         attn_fwd_bf16<64>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);
     else if (headDim == 128)
         attn_fwd_bf16<128>(q, k, v, o, lse, layout, rope, heads, scale, qRows, kRows);

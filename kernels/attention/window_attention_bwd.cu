@@ -525,7 +525,7 @@ window_attention_bwd_preprocess_bf16(const ug_bf16* __restrict__ o, const ug_bf1
 //   q, k, v, dO : forward inputs and output gradient, (B, T, H, W, heads·headDim), f32 resp. bf16
 //   lse, delta  : f32 (B, heads, N) from the forward (lse pointer) and the preprocess
 //   dk, dv      : outputs, same shape/dtype as k, v; every element of every window is written (overwrite, not +=)
-//   layout, rope, batch, heads, headDim (64 | 128), scale: as the forward
+//   layout, rope, batch, heads, headDim (32 | 64 | 128), scale: as the forward
 // Launch: block 128;
 //   f32 : grid ug_attn_grid(layout, heads, batch, 32) (key tiles), smem ug_attn_f32_dkdv_smem (d=64: 41,472 B,
 //         d=128: 74,240 B)
@@ -542,7 +542,9 @@ window_attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restri
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ float sLse2[UG_ATTN_F32_BLOCK];
     __shared__ float sDelta[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_bwd_dkdv_f32<32>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
+    else if (headDim == 64)
         attn_bwd_dkdv_f32<64>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
     else if (headDim == 128)
         attn_bwd_dkdv_f32<128>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
@@ -559,7 +561,9 @@ window_attention_bwd_dkdv_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __r
     __shared__ UgTileRow qRows[64];  // ≥ ug_attn_bf16_dkdv_block_q(headDim)
     __shared__ float sLse2[64];
     __shared__ float sDelta[64];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_bwd_dkdv_bf16<32>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
+    else if (headDim == 64)
         attn_bwd_dkdv_bf16<64>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
     else if (headDim == 128)
         attn_bwd_dkdv_bf16<128>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
@@ -568,7 +572,7 @@ window_attention_bwd_dkdv_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __r
 // ------------------------------------------------------------------------------------------------------------------
 // window_attention_bwd_dq_f32 / _bf16
 //   q, k, v, dO, lse, delta: as dkdv;  dq: output, same shape/dtype as q (overwritten)
-//   layout, rope, batch, heads, headDim (64 | 128), scale: as the forward
+//   layout, rope, batch, heads, headDim (32 | 64 | 128), scale: as the forward
 // Launch: block 128;
 //   f32 : grid ug_attn_grid(layout, heads, batch, 32) (query tiles), smem ug_attn_f32_dq_smem (d=64: 37,376 B,
 //         d=128: 70,144 B)
@@ -583,7 +587,9 @@ window_attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_F32_BLOCK];
     __shared__ UgTileRow kRows[UG_ATTN_F32_BLOCK];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_bwd_dq_f32<32>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         attn_bwd_dq_f32<64>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
     else if (headDim == 128)
         attn_bwd_dq_f32<128>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
@@ -597,7 +603,9 @@ window_attention_bwd_dq_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __res
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_BF16_BLOCK_M];
     __shared__ UgTileRow kRows[UG_ATTN_BF16_BLOCK_N];
-    if (headDim == 64)
+    if (headDim == 32)
+        attn_bwd_dq_bf16<32>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
+    else if (headDim == 64)
         attn_bwd_dq_bf16<64>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
     else if (headDim == 128)
         attn_bwd_dq_bf16<128>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);

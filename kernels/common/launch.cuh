@@ -29,7 +29,7 @@ enum {
 // dkdv bf16: queries per inner tile (fewer for d = 128 to keep dK, dV, S and dP accumulators in registers).
 UG_HD int ug_attn_bf16_dkdv_block_q(int headDim) { return headDim == 128 ? 32 : 64; }
 
-UG_HD bool ug_attn_head_dim_supported(int headDim) { return headDim == 64 || headDim == 128; }
+UG_HD bool ug_attn_head_dim_supported(int headDim) { return headDim == 32 || headDim == 64 || headDim == 128; }
 
 // Tiles over the largest window: grid.x of every attention kernel (block = rows per tile of that kernel).
 UG_HD long long ug_attn_tiles(const WindowLayoutParams& l, int block) {

@@ -118,7 +118,7 @@ public sealed class CudaBackend : KernelBackend
     }
 
     /// <summary>
-    /// The kernels' shape limits for one case: attention head dims 64 and 128 (also inside the attention composites),
+    /// The kernels' shape limits for one case: attention head dims 32, 64 and 128 (also inside the attention composites),
     /// depthwise conv2d kernels up to 4×4, conv3d exactly 3×3×3.
     /// </summary>
     protected override string? CaseLimitation(Op op, DType dtype, IReadOnlyDictionary<string, int[]> inputShapes, OpParams parameters)

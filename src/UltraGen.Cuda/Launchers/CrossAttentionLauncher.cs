@@ -35,7 +35,7 @@ public sealed class CrossAttentionLauncher(LaunchContext context, ElementwiseLau
 
     /// <summary>Why a shape cannot run on these kernels, or null.</summary>
     public static string? Limitation(int headDim) =>
-        AttentionHeadDimSupported(headDim) ? null : $"cuda cross_attention kernels support head dims 64 and 128, got {headDim}";
+        AttentionHeadDimSupported(headDim) ? null : $"cuda cross_attention kernels support head dims 32, 64 and 128, got {headDim}";
 
     private static void Require(Shape s)
     {

@@ -27,7 +27,7 @@ public static class LaunchGeometry
 
     public static long CeilDiv(long a, long b) => (a + b - 1) / b;
 
-    public static bool AttentionHeadDimSupported(int headDim) => headDim is 64 or 128;
+    public static bool AttentionHeadDimSupported(int headDim) => headDim is 32 or 64 or 128;
 
     public static int AttentionBf16DkdvBlockQ(int headDim) => headDim == 128 ? 32 : 64;
 

@@ -44,7 +44,7 @@ public sealed class WindowAttentionLauncher(LaunchContext context)
 
     /// <summary>Why a shape cannot run on these kernels, or null.</summary>
     public static string? Limitation(int headDim) =>
-        AttentionHeadDimSupported(headDim) ? null : $"cuda window_attention kernels support head dims 64 and 128, got {headDim}";
+        AttentionHeadDimSupported(headDim) ? null : $"cuda window_attention kernels support head dims 32, 64 and 128, got {headDim}";
 
     private static void Require(Shape s)
     {

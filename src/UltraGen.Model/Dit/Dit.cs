@@ -57,7 +57,7 @@ public sealed class Dit : IDisposable
 
     /// <summary>
     /// Why <paramref name="backend"/> cannot run a DiT of <paramref name="config"/>, or null: the attention ops at the model's
-    /// head dim (kernel families are compiled for some head dims only: cuda takes 64 and 128) and every primitive the
+    /// head dim (kernel families are compiled for some head dims only: cuda takes 32, 64 and 128) and every primitive the
     /// self-attention composites use. <c>--backend auto</c> uses it to skip such a backend.
     /// </summary>
     public static string? Limitation(IBackend backend, ModelConfig config)

@@ -188,6 +188,7 @@ public sealed class CrossAttentionOp : Op
         yield return new OpCase("d128_b2_n70_l20_h2", Qkv(2, 70, 20, 256), OpParams.Of(("heads", 2))) { GradientCheck = false };
         yield return new OpCase("d64_n33_l512_h1", Qkv(1, 33, 512, 64), OpParams.Of(("heads", 1))) { GradientCheck = false };
         yield return new OpCase("d128_n130_l8_h1", Qkv(1, 130, 8, 128), OpParams.Of(("heads", 1))) { GradientCheck = false };
+        yield return new OpCase("d32_b2_n70_l40_h3", Qkv(2, 70, 40, 96), OpParams.Of(("heads", 3))) { GradientCheck = false };
         yield return new OpCase("d40_n65_l9_h3", Qkv(1, 65, 9, 120), OpParams.Of(("heads", 3))) { GradientCheck = false };
     }
 }

@@ -327,5 +327,7 @@ public sealed class WindowAttentionOp : Op
         { GradientCheck = false };
         yield return new OpCase("d64_multitile_ragged3_t3h14w16_h1", Qkv(1, 3, 14, 16, 64),
             OpParams.Of(("heads", 1), ("windows", 3), ("ragged", true))) { GradientCheck = false };
+        yield return new OpCase("d32_multitile_t3h10w12_win2_h3", Qkv(1, 3, 10, 12, 96), OpParams.Of(("heads", 3), ("windows", 2)))
+        { GradientCheck = false };
     }
 }

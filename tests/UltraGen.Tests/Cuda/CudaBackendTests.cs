@@ -375,8 +375,9 @@ public class CudaBackendTests
         Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(64), Is.EqualTo(36_864));
         Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(128), Is.EqualTo(52_224));
         Assert.That(LaunchGeometry.AttentionBf16DqSmem(64), Is.EqualTo(36_864));
-        Assert.That(LaunchGeometry.AttentionHeadDimSupported(64) && LaunchGeometry.AttentionHeadDimSupported(128), Is.True);
-        Assert.That(WindowAttentionLauncher.Limitation(8), Does.Contain("head dims 64 and 128, got 8"));
+        Assert.That(new[] { 32, 64, 128 }.All(LaunchGeometry.AttentionHeadDimSupported), Is.True);
+        Assert.That(new[] { 8, 16, 96 }.Any(LaunchGeometry.AttentionHeadDimSupported), Is.False);
+        Assert.That(WindowAttentionLauncher.Limitation(8), Does.Contain("head dims 32, 64 and 128, got 8"));
     }
 
     [TestCase(12, 100.0, 4)]

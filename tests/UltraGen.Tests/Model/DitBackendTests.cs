@@ -24,7 +24,7 @@ public class DitBackendTests
     private static ModelConfig Tiny => ModelConfig.Tiny;
 
     /// <summary>
-    /// The cuda backend's attention kernels take head dims 64 and 128 only (the tiny preset's is 12): its rows use the tiny
+    /// The cuda backend's attention kernels take head dims 32, 64 and 128 only (the tiny preset's is 12): its rows use the tiny
     /// preset widened to dim 128 over 2 heads (head dim 64), otherwise the same model.
     /// </summary>
     private static ModelConfig ConfigFor(string backendName) =>
@@ -170,7 +170,7 @@ public class DitBackendTests
                 $"{name}: recomputing a block is deterministic, so the gradients are bit-identical");
     }
 
-    /// <summary>The reference backend, except that its attention "kernels" exist for head dim 64 only (like cuda's 64/128).</summary>
+    /// <summary>The reference backend, except that its attention "kernels" exist for head dim 64 only (like cuda's 32/64/128).</summary>
     private sealed class HeadDim64Backend : IBackend
     {
         private readonly ReferenceBackend _inner = new();
