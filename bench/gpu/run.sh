@@ -96,4 +96,4 @@ PY
   printf '\n===== timings (ug/sdpa = SDPA time / UltraGen time: > 1 means UltraGen is faster)\n'; cat "$OUT/summary.txt"
 } | tee -a "$LOG"
 echo "full log: $LOG"
-! printf '%s\n' "${STEPS[@]}" | grep -q FAILED
+! printf '%s\n' "${STEPS[@]}" | grep -qE "FAILED|TIMEOUT"

@@ -71,6 +71,9 @@ public abstract class Op
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
+    /// <summary>Allowed ‖grad − ref‖ / ‖ref‖ of a backend's backward in <paramref name="dtype"/> (twice the forward's by default).</summary>
+    public virtual double BackwardTolerance(DType dtype) => 2 * ForwardTolerance(dtype);
+
     /// <summary>Allowed relative error of the reference backward against float64 central differences.</summary>
     public virtual double GradientTolerance => 1e-6;
 

@@ -401,6 +401,15 @@ public sealed class UltraGenSelfAttentionOp : Op
 
     public override int GradientProbesPerInput => 6;
 
+    /// <summary>
+    /// f32: 5e-5 instead of 2e-5. The time-gate projections' gradients are sums over every token of dy·(one branch − another),
+    /// which mostly cancel, so their norm is small against their terms and f32 storage between the composite's ~30
+    /// primitives shows in it: on case headdim64_block4_T2_8x15_resized, seeds 1–20 give worst gradient errors of
+    /// 1.1e-6–7.0e-6 on cuda, and seed 516898945 gives 2.03e-5 (cuda) and 2.05e-5 (ilgpu) on alpha_time_projection2.1.weight
+    /// (cpu, which sums those in double: 4.6e-6). bf16 and f16 keep the default.
+    /// </summary>
+    public override double BackwardTolerance(DType dtype) => dtype == DType.F32 ? 5e-5 : base.BackwardTolerance(dtype);
+
     public override IEnumerable<OpCase> Cases()
     {
         static Dictionary<string, int[]> Shapes(int batch, Grid3 grid, int dim, int rank, int frequencies, bool decomposed)

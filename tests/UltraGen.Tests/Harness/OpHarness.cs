@@ -124,7 +124,7 @@ public static class OpHarness
     /// <summary>Backward of <paramref name="backend"/> against the reference backward on the same inputs and output gradients.</summary>
     public static void CheckBackward(IBackend backend, Op op, OpCase opCase, DType dtype)
     {
-        double tolerance = op.ForwardTolerance(dtype) * 2;
+        double tolerance = op.BackwardTolerance(dtype);
         foreach (var (name, error) in BackwardErrors(backend, op, opCase, dtype))
         {
             TestContext.Out.WriteLine($"{op.Name}/{opCase.Name} {backend.Name} {DTypes.Lower(dtype)} d'{name}': rel err {error:E3} (tol {tolerance:E1})");
