@@ -84,6 +84,7 @@ public static class GpuAttention
         {
             rows.Add((layer, shape, flops / ms / 1e9, ms));
             Console.WriteLine(FormattableString.Invariant($"{layer,-30} {shape,-30} {flops / ms / 1e9,9:F1} TFLOP/s {ms,11:F3} ms"));
+            WriteCsv(options.Csv, rows);  // after every row: a run stopped by a time limit keeps what it measured
         }
 
         foreach (var row in s_attention)
