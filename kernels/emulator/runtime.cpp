@@ -110,8 +110,10 @@ struct StatsWriter {
     }
 } g_statsWriter;
 
-// Wavefronts one 8-row phase needs (1 = conflict-free).
-unsigned ldmatrix_phase_degree(const void* const* rows) {
+}  // namespace
+
+// Wavefronts one 8-row ldmatrix phase needs (1 = conflict-free).
+unsigned ldmatrix_bank_degree(const void* const* rows) {
     uintptr_t words[32];
     int count = 0;
     for (int r = 0; r < 8; ++r)
@@ -126,9 +128,6 @@ unsigned ldmatrix_phase_degree(const void* const* rows) {
     for (int i = 0; i < count; ++i) degree = std::max(degree, ++perBank[words[i] % 32]);
     return degree;
 }
-}  // namespace
-
-unsigned ldmatrix_bank_degree(const void* const* rows) { return ldmatrix_phase_degree(rows); }
 
 // ---- fibers and the block scheduler --------------------------------------------------------------------------------
 namespace {
@@ -227,12 +226,8 @@ void yield_to_scheduler() {
     va_start(args, format);
     vsnprintf(message, sizeof message, format, args);
     va_end(args);
-    const ThreadView& v = r.current->view;
-    char where[256];
-    snprintf(where, sizeof where, "kernel %s, block (%u, %u, %u), thread (%u, %u, %u): ", r.kernel->name, v.blockIndex.x,
-             v.blockIndex.y, v.blockIndex.z, v.threadIndex.x, v.threadIndex.y, v.threadIndex.z);
     r.faulted = true;
-    r.fault = std::string(where) + message;
+    r.fault = std::string(current_thread_description()) + ": " + message;
     for (;;) yield_to_scheduler();  // the scheduler never resumes a faulted launch
 }
 
@@ -480,7 +475,7 @@ void ldmatrix_x4(uint32_t (&out)[4], const void* rowAddress, bool transpose) {
         if (r.collectStats) {
             BankStats& stats = r.stats;
             for (int i = 0; i < 4; ++i) {
-                const unsigned degree = ldmatrix_phase_degree(w.address + 8 * i);
+                const unsigned degree = ldmatrix_bank_degree(w.address + 8 * i);
                 ++stats.phases;
                 if (degree > 1) ++stats.conflictedPhases;
                 stats.extraWavefronts += degree - 1;
