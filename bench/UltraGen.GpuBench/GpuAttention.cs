@@ -4,6 +4,7 @@ using UltraGen.Core;
 using UltraGen.Core.Layout;
 using UltraGen.Cuda;
 using UltraGen.Cuda.Interop;
+using UltraGen.Cuda.Launchers;
 using UltraGen.Ops;
 using UltraGen.Ops.Backends;
 
@@ -18,7 +19,8 @@ namespace UltraGen.Bench;
 /// <list type="bullet">
 /// <item>attention rows: <c>window_attention</c>, bf16 storage (the tensor-core kernels), d = 128, 12 heads, RoPE on
 ///   (applied inside the kernel; SDPA gets no RoPE). Useful FLOPs 4·N²·d per window and head forward, 2.5× that
-///   backward; our backward entry also recomputes the forward (o, lse) it needs, inside the timed call.</item>
+///   backward; our backward entry also recomputes the forward (o, lse) it needs, inside the timed call. Each forward is
+///   timed twice, with the 64-query kernel (row <c>.fwd</c>, the default) and the 128-query one (<c>.fwd_m128</c>).</item>
 /// <item>layer rows: <c>ultragen_self_attention</c> (block 4) and <c>wan_self_attention</c> at T = 21, 68×120, D = 1536,
 ///   forward, f32 (the composites run in f32 on this backend; their attention takes the SIMT f32 kernels).</item>
 /// </list>
@@ -104,6 +106,14 @@ public static class GpuAttention
             using var o = backend.Allocate(DType.BF16, dims);
             double forwardMs = Time(backend, options, call => backend.Forward(op, inputs.Qkv(call), new Dictionary<string, Tensor> { ["o"] = o }, parameters));
             Report($"{row.Name}.fwd", shape, flops, forwardMs);
+            // The same forward with the 128-query kernel (same function; which tile is faster is this run's question).
+            backend.AttentionForwardTile = AttentionForwardTile.Queries128;
+            try
+            {
+                double m128Ms = Time(backend, options, call => backend.Forward(op, inputs.Qkv(call), new Dictionary<string, Tensor> { ["o"] = o }, parameters));
+                Report($"{row.Name}.fwd_m128", shape, flops, m128Ms);
+            }
+            finally { backend.AttentionForwardTile = AttentionForwardTile.Queries64; }
             if (!row.Backward) continue;
             using var dq = backend.Allocate(DType.BF16, dims);
             using var dk = backend.Allocate(DType.BF16, dims);

@@ -21,7 +21,7 @@ enum {
     UG_ATTN_THREADS = 128,
     UG_ATTN_F32_BLOCK = 32,      // query tile (fwd, dq) and key tile (dkdv), and the inner tile they loop over
     UG_ATTN_F32_ROWS_PER_WARP = 8,
-    UG_ATTN_BF16_BLOCK_M = 64,   // fwd and dq: query rows per block (16 per warp)
+    UG_ATTN_BF16_BLOCK_M = 64,   // fwd and dq: query rows per block (16 per warp); fwd_bf16_m128: twice that
     UG_ATTN_BF16_BLOCK_N = 64,   // fwd and dq: keys per inner tile; dkdv: keys per block (16 per warp)
     UG_ATTN_BF16_PAD = 8,        // bf16 elements of padding per shared-memory row (16 B: ldmatrix rows hit distinct banks)
 };
@@ -66,6 +66,9 @@ UG_HD int ug_attn_f32_dq_smem(int headDim) {
 }
 UG_HD int ug_attn_bf16_fwd_smem(int headDim) {  // Q + two stages of K and V
     return (UG_ATTN_BF16_BLOCK_M + 4 * UG_ATTN_BF16_BLOCK_N) * (headDim + UG_ATTN_BF16_PAD) * 2;
+}
+UG_HD int ug_attn_bf16_fwd_m128_smem(int headDim) {  // the 128-query variant: Q of two m-tiles per warp + two K/V stages
+    return (2 * UG_ATTN_BF16_BLOCK_M + 4 * UG_ATTN_BF16_BLOCK_N) * (headDim + UG_ATTN_BF16_PAD) * 2;
 }
 UG_HD int ug_attn_bf16_dkdv_smem(int headDim) {  // K, V of the block + Q, dO of the inner tile
     return (2 * UG_ATTN_BF16_BLOCK_N + 2 * ug_attn_bf16_dkdv_block_q(headDim)) * (headDim + UG_ATTN_BF16_PAD) * 2;

@@ -248,12 +248,17 @@ TEST(LaunchGeometry, SharedMemoryBytesAsDocumented) {
     EXPECT_EQ(ug_attn_f32_dq_smem(128), 70144);
     EXPECT_EQ(ug_attn_bf16_fwd_smem(64), 46080);
     EXPECT_EQ(ug_attn_bf16_fwd_smem(128), 87040);
+    EXPECT_EQ(ug_attn_bf16_fwd_m128_smem(64), 55296);
+    EXPECT_EQ(ug_attn_bf16_fwd_m128_smem(128), 104448);
     EXPECT_EQ(ug_attn_bf16_dkdv_smem(64), 36864);
     EXPECT_EQ(ug_attn_bf16_dkdv_smem(128), 52224);
     EXPECT_EQ(ug_attn_bf16_dq_smem(64), 36864);
     EXPECT_EQ(ug_attn_bf16_dq_smem(128), 69632);
     // All fit the 227 KiB per-block opt-in limit of sm_80/sm_90 with the static row arrays (≤ 6 KiB).
     EXPECT_LT(ug_attn_bf16_fwd_smem(128) + 6144, 227 * 1024);
+    // The 128-query forward (8 KiB of static rows): two blocks still fit one sm_90 multiprocessor's 228 KiB, counting
+    // the 1 KiB the hardware reserves per block.
+    EXPECT_LE(2 * (ug_attn_bf16_fwd_m128_smem(128) + 8192 + 1024), 228 * 1024);
 }
 
 TEST(LaunchGeometry, ReductionSplitsCoverEveryRowOnce) {

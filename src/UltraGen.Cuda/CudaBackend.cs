@@ -89,6 +89,18 @@ public sealed class CudaBackend : KernelBackend
 
     public IntPtr Stream => _stream;
 
+    internal LaunchContext LaunchContext => _context;
+
+    /// <summary>
+    /// The bf16 window-attention forward kernel this backend launches (64 or 128 queries per block; same function, speed
+    /// only). Benchmarks and the cuda tests switch it; everything else keeps the default.
+    /// </summary>
+    public AttentionForwardTile AttentionForwardTile
+    {
+        get => _attention.ForwardTile;
+        set => _attention.ForwardTile = value;
+    }
+
     /// <summary>A timer on this backend's stream (benchmarks: <see cref="CudaTimer.Median"/>).</summary>
     public CudaTimer CreateTimer()
     {

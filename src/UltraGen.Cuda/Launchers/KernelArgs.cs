@@ -70,8 +70,12 @@ public sealed class LaunchContext(CudaDevice device, PtxModules modules, IntPtr 
                 if (_sharedConfigured.Add(handle)) CudaDriver.SetMaxDynamicSharedMemory(handle, sharedBytes, subject);
         }
         args.Launch(handle, grid, block, sharedBytes, stream, subject);
+        LaunchObserver?.Invoke(function);
         if (SynchronizeEachLaunch) CudaDriver.SynchronizeStream(stream, subject);
     }
+
+    /// <summary>Called with each launched entry point's name (tests: which kernel variant actually ran).</summary>
+    internal Action<string>? LaunchObserver { get; set; }
 
     /// <summary>
     /// ULTRAGEN_CUDA_SYNC=1 waits for every kernel right after its launch, so an asynchronous fault (illegal address, …)

@@ -48,6 +48,10 @@ public static class LaunchGeometry
     public static int AttentionBf16ForwardSmem(int headDim) =>
         (AttentionBf16BlockM + 4 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
 
+    /// <summary>window_attention_fwd_bf16_m128_d*: 128 queries (two 64-row Q halves) + two K/V stages.</summary>
+    public static int AttentionBf16ForwardM128Smem(int headDim) =>
+        (2 * AttentionBf16BlockM + 4 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
+
     public static int AttentionBf16DkdvSmem(int headDim) =>
         (2 * AttentionBf16BlockN + 2 * AttentionBf16DkdvBlockQ(headDim)) * (headDim + AttentionBf16Pad) * 2;
 

@@ -54,14 +54,24 @@ public sealed class WindowAttentionLauncher(LaunchContext context)
     private static KernelArgs Tail(KernelArgs args, Shape s, RopeParams rope) =>
         args.Add(s.Layout).Add(rope).Int(s.Batch).Int(s.Heads).Int(s.HeadDim).Float(s.Scale);
 
+    /// <summary>
+    /// Which bf16 forward kernel runs (the backward's forward recomputation too). Both compute the same function and pass
+    /// the same harness; they differ in speed only, which a GPU has yet to measure (bench/UltraGen.GpuBench times both).
+    /// </summary>
+    public AttentionForwardTile ForwardTile { get; set; } = AttentionForwardTile.Queries64;
+
     /// <summary>o (and lse when <paramref name="lse"/> is not zero).</summary>
     public void Forward(DType dtype, IntPtr q, IntPtr k, IntPtr v, IntPtr o, IntPtr lse, Shape s, RopeParams rope)
     {
         Require(s);
-        bool bf16 = dtype == DType.BF16;
-        int block = bf16 ? AttentionBf16BlockM : AttentionF32Block;
-        int smem = bf16 ? AttentionBf16ForwardSmem(s.HeadDim) : AttentionF32ForwardSmem(s.HeadDim);
-        context.Launch(Module, $"window_attention_fwd_{Suffix(dtype)}", AttentionGrid(s.Layout, s.Heads, s.Batch, block), new Dim3(AttentionThreads),
+        var (entry, block, smem) = dtype switch
+        {
+            DType.BF16 when ForwardTile == AttentionForwardTile.Queries128 =>
+                ($"window_attention_fwd_bf16_m128_d{s.HeadDim}", 2 * AttentionBf16BlockM, AttentionBf16ForwardM128Smem(s.HeadDim)),
+            DType.BF16 => ("window_attention_fwd_bf16", AttentionBf16BlockM, AttentionBf16ForwardSmem(s.HeadDim)),
+            _ => ($"window_attention_fwd_{Suffix(dtype)}", AttentionF32Block, AttentionF32ForwardSmem(s.HeadDim)),
+        };
+        context.Launch(Module, entry, AttentionGrid(s.Layout, s.Heads, s.Batch, block), new Dim3(AttentionThreads),
             Tail(new KernelArgs().Ptr(q).Ptr(k).Ptr(v).Ptr(o).Ptr(lse), s, rope), smem);
     }
 
@@ -87,4 +97,14 @@ public sealed class WindowAttentionLauncher(LaunchContext context)
             Tail(new KernelArgs().Ptr(q).Ptr(k).Ptr(v).Ptr(dO).Ptr(lse.Pointer).Ptr(delta.Pointer).Ptr(dq), s, rope),
             bf16 ? AttentionBf16DqSmem(s.HeadDim) : AttentionF32DqSmem(s.HeadDim));
     }
+}
+
+/// <summary>Query rows per block of the bf16 window-attention forward (kernels/attention/window_attention.cu).</summary>
+public enum AttentionForwardTile
+{
+    /// <summary><c>window_attention_fwd_bf16</c>: 64 queries, Q fragments held in registers (the default).</summary>
+    Queries64,
+
+    /// <summary><c>window_attention_fwd_bf16_m128_d{32,64,128}</c>: 128 queries, two m-tiles per warp sharing every K/V fragment.</summary>
+    Queries128,
 }

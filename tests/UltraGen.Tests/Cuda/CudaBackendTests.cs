@@ -369,6 +369,8 @@ public class CudaBackendTests
         Assert.That(LaunchGeometry.AttentionF32DqSmem(64), Is.EqualTo(37_376));
         Assert.That(LaunchGeometry.AttentionBf16ForwardSmem(64), Is.EqualTo(46_080));
         Assert.That(LaunchGeometry.AttentionBf16ForwardSmem(128), Is.EqualTo(87_040));
+        Assert.That(LaunchGeometry.AttentionBf16ForwardM128Smem(64), Is.EqualTo((128 + 4 * 64) * 72 * 2)); // 55 296
+        Assert.That(LaunchGeometry.AttentionBf16ForwardM128Smem(128), Is.EqualTo(104_448));
         Assert.That(LaunchGeometry.AttentionF32DkdvSmem(128), Is.EqualTo(74_240));
         Assert.That(LaunchGeometry.AttentionF32DqSmem(128), Is.EqualTo(70_144));
         Assert.That(LaunchGeometry.AttentionBf16DqSmem(128), Is.EqualTo(69_632));
