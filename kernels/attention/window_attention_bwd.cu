@@ -263,22 +263,25 @@ __device__ __forceinline__ void attn_bwd_dq_f32(const float* __restrict__ q, con
 // d=64). Per query tile and warp: Sᵀ = K·Q̃ᵀ and dPᵀ = V·dOᵀ (16 × BQ), Pᵀ = exp2(Sᵀ·scale·log2e − lse₂),
 // dSᵀ = Pᵀ∘(dPᵀ − δ); dV += Pᵀ·dO, dK += dSᵀ·Q̃ (16 × D each, f32 in registers), Pᵀ and dSᵀ reused in place as A
 // fragments. K and V fragments are re-read from shared memory with ldmatrix (holding them too would spill at d=128).
-// Shared: K, V (64 × (D+8)) + Q, dO (BQ × (D+8)) bf16.
+// Q/dO tiles (and their lse/δ) stream through two stages: the cp.async copy of tile j+1 is in flight while tile j is
+// multiplied.
+// Shared: K, V (64 × (D+8)) + 2 × [Q, dO] (BQ × (D+8)) bf16.
 template <int D>
 __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __restrict__ k,
                                                    const ug_bf16* __restrict__ v, const ug_bf16* __restrict__ dO,
                                                    const float* __restrict__ lse, const float* __restrict__ delta,
                                                    ug_bf16* __restrict__ dk, ug_bf16* __restrict__ dv,
                                                    const WindowLayoutParams& layout, const RopeParams& rope, int heads,
-                                                   float scale, UgTileRow* kRows, UgTileRow* qRows, float* sLse2,
-                                                   float* sDelta) {
+                                                   float scale, UgTileRow* kRows, UgTileRow (*qRows)[64],
+                                                   float (*sLse2)[64], float (*sDelta)[64]) {
     constexpr int BK = UG_ATTN_BF16_BLOCK_N, BQ = D == 128 ? 32 : 64, LD = D + UG_ATTN_BF16_PAD;
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBQ = BQ / 8, NBD = D / 8;
     UG_DYNAMIC_SHARED(float4, smem4);
     ug_bf16* sK = reinterpret_cast<ug_bf16*>(smem4);
     ug_bf16* sV = sK + BK * LD;
-    ug_bf16* sQ = sV + BK * LD;
-    ug_bf16* sdO = sQ + BQ * LD;
+    // Stage st (0 or 1): Q at sK + (2·BK + st·BQ)·LD, dO at sK + (2·BK + (2 + st)·BQ)·LD.
+    auto sQ = [&](int st) { return sK + (2 * BK + st * BQ) * LD; };
+    auto sdO = [&](int st) { return sK + (2 * BK + (2 + st) * BQ) * LD; };
 
     const int window = blockIdx.y / heads, head = blockIdx.y - window * heads;
     const UgAttnSlice s = ug_attn_slice(layout, window, blockIdx.z, head, heads, D);
@@ -289,12 +292,29 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
     const bool rotate = rope.enabled != 0;
     const float sl2 = scale * UG_LOG2E;
 
+    const int nTiles = ug_tiles_in_window(s.tokens, BQ);
+    // Statistics of query tile `tile` into stage st: written after the barrier that retires the stage's previous tile,
+    // read after the barrier that completes this one.
+    auto loadStats = [&](int st) {
+        if (threadIdx.x < BQ) {
+            const long long stat = qRows[st][threadIdx.x].stat;
+            sLse2[st][threadIdx.x] = stat >= 0 ? lse[stat] * UG_LOG2E : INFINITY;  // tail queries: p = 0
+            sDelta[st][threadIdx.x] = stat >= 0 ? delta[stat] : 0.f;
+        }
+    };
+
+    // Prologue: K/V (group 0) and Q/dO tile 0 (group 1) in flight; rotate K once it has landed.
     ug_fill_tile_rows(kRows, BK, layout, s, kStart);
+    ug_fill_tile_rows(qRows[0], BQ, layout, s, 0);
     __syncthreads();
     ug_issue_tile_bf16<D, THREADS>(sK, k, kRows, BK);
     ug_issue_tile_bf16<D, THREADS>(sV, v, kRows, BK);
     ug_cp_async_commit();
-    ug_cp_async_wait<0>();
+    ug_issue_tile_bf16<D, THREADS>(sQ(0), q, qRows[0], BQ);
+    ug_issue_tile_bf16<D, THREADS>(sdO(0), dO, qRows[0], BQ);
+    ug_cp_async_commit();
+    loadStats(0);
+    ug_cp_async_wait<1>();
     if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK, kRows, BK, rope);
 
     float accK[NBD][4], accV[NBD][4];
@@ -303,21 +323,23 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 #pragma unroll
         for (int e = 0; e < 4; ++e) accK[nb][e] = accV[nb][e] = 0.f;
 
-    for (int qStart = 0; qStart < s.tokens; qStart += BQ) {
-        __syncthreads();  // previous Q/dO tile and statistics no longer read (first pass: K/V complete)
-        ug_fill_tile_rows(qRows, BQ, layout, s, qStart);
-        __syncthreads();
-        ug_issue_tile_bf16<D, THREADS>(sQ, q, qRows, BQ);
-        ug_issue_tile_bf16<D, THREADS>(sdO, dO, qRows, BQ);
-        ug_cp_async_commit();
-        if (threadIdx.x < BQ) {
-            const long long st = qRows[threadIdx.x].stat;
-            sLse2[threadIdx.x] = st >= 0 ? lse[st] * UG_LOG2E : INFINITY;  // tail queries: p = 0
-            sDelta[threadIdx.x] = st >= 0 ? delta[st] : 0.f;
+    for (int j = 0; j < nTiles; ++j) {
+        const int buf = j & 1;
+        if (j + 1 < nTiles) {
+            // Stage buf^1 (rows, Q/dO, statistics) was last read in iteration j−1; this barrier also publishes
+            // qRows[buf^1] and, on the first pass, the rotated K.
+            ug_fill_tile_rows(qRows[buf ^ 1], BQ, layout, s, (j + 1) * BQ);
+            __syncthreads();
+            ug_issue_tile_bf16<D, THREADS>(sQ(buf ^ 1), q, qRows[buf ^ 1], BQ);
+            ug_issue_tile_bf16<D, THREADS>(sdO(buf ^ 1), dO, qRows[buf ^ 1], BQ);
+            ug_cp_async_commit();
+            loadStats(buf ^ 1);
+            ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
+        } else {
+            ug_cp_async_wait<0>();
         }
-        ug_cp_async_wait<0>();
-        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sQ, qRows, BQ, rope);
-        __syncthreads();
+        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sQ(buf), qRows[buf], BQ, rope);
+        __syncthreads();  // tile j complete, rotated and its statistics written, for every warp
 
         // Sᵀ (keys × queries) and dPᵀ, A = this warp's 16 rows of K (resp. V), B = Q̃ᵀ (resp. dOᵀ).
         float st[NBQ][4], dpt[NBQ][4];
@@ -333,8 +355,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 #pragma unroll
             for (int nb2 = 0; nb2 < NBQ / 2; ++nb2) {
                 uint32_t bq[4], bd[4];
-                ug_ldmatrix_x4(bq, ug_frag_bt_addr(sQ, LD, nb2 * 16, ks * 16, lane));
-                ug_ldmatrix_x4(bd, ug_frag_bt_addr(sdO, LD, nb2 * 16, ks * 16, lane));
+                ug_ldmatrix_x4(bq, ug_frag_bt_addr(sQ(buf), LD, nb2 * 16, ks * 16, lane));
+                ug_ldmatrix_x4(bd, ug_frag_bt_addr(sdO(buf), LD, nb2 * 16, ks * 16, lane));
                 ug_mma_bf16(st[2 * nb2], ak, bq[0], bq[1]);
                 ug_mma_bf16(st[2 * nb2 + 1], ak, bq[2], bq[3]);
                 ug_mma_bf16(dpt[2 * nb2], av, bd[0], bd[1]);
@@ -345,7 +367,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 #pragma unroll
         for (int nb = 0; nb < NBQ; ++nb) {
             const int c0 = nb * 8 + 2 * tq;
-            const float l0 = sLse2[c0], l1 = sLse2[c0 + 1], d0 = sDelta[c0], d1 = sDelta[c0 + 1];
+            const float l0 = sLse2[buf][c0], l1 = sLse2[buf][c0 + 1], d0 = sDelta[buf][c0], d1 = sDelta[buf][c0 + 1];
             st[nb][0] = exp2f(st[nb][0] * sl2 - l0);
             st[nb][1] = exp2f(st[nb][1] * sl2 - l1);
             st[nb][2] = exp2f(st[nb][2] * sl2 - l0);
@@ -364,8 +386,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 #pragma unroll
             for (int nd2 = 0; nd2 < NBD / 2; ++nd2) {
                 uint32_t bd[4], bq[4];
-                ug_ldmatrix_x4_trans(bd, ug_frag_b_trans_addr(sdO, LD, kk * 16, nd2 * 16, lane));
-                ug_ldmatrix_x4_trans(bq, ug_frag_b_trans_addr(sQ, LD, kk * 16, nd2 * 16, lane));
+                ug_ldmatrix_x4_trans(bd, ug_frag_b_trans_addr(sdO(buf), LD, kk * 16, nd2 * 16, lane));
+                ug_ldmatrix_x4_trans(bq, ug_frag_b_trans_addr(sQ(buf), LD, kk * 16, nd2 * 16, lane));
                 ug_mma_bf16(accV[2 * nd2], pf[kk], bd[0], bd[1]);
                 ug_mma_bf16(accV[2 * nd2 + 1], pf[kk], bd[2], bd[3]);
                 ug_mma_bf16(accK[2 * nd2], dsf[kk], bq[0], bq[1]);
@@ -389,21 +411,24 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 
 // dQ for one query tile of 64 (warp w owns queries 16w..16w+15), over key tiles of 64. Per key tile and warp:
 // S = Q̃·K̃ᵀ, dP = dO·Vᵀ (16 × 64), P = exp2(S·scale·log2e − lse₂), dS = P∘(dP − δ), dQ += dS·K̃ (16 × D, f32).
-// Shared: Q, dO (64 × (D+8)) + K, V (64 × (D+8)) bf16.
+// K/V tiles stream through two shared-memory stages as in the forward: the cp.async copy of tile j+1 is in flight
+// while tile j is multiplied, so the block does not stall on every tile's global-memory latency.
+// Shared: Q, dO (64 × (D+8)) + 2 × [K, V] (64 × (D+8)) bf16.
 template <int D>
 __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __restrict__ k,
                                                  const ug_bf16* __restrict__ v, const ug_bf16* __restrict__ dO,
                                                  const float* __restrict__ lse, const float* __restrict__ delta,
                                                  ug_bf16* __restrict__ dq, const WindowLayoutParams& layout,
                                                  const RopeParams& rope, int heads, float scale, UgTileRow* qRows,
-                                                 UgTileRow* kRows) {
+                                                 UgTileRow (*kRows)[UG_ATTN_BF16_BLOCK_N]) {
     constexpr int BQ = UG_ATTN_BF16_BLOCK_M, BK = UG_ATTN_BF16_BLOCK_N, LD = D + UG_ATTN_BF16_PAD;
     constexpr int THREADS = UG_ATTN_THREADS, KSTEPS = D / 16, NBK = BK / 8, NBD = D / 8;
     UG_DYNAMIC_SHARED(float4, smem4);
     ug_bf16* sQ = reinterpret_cast<ug_bf16*>(smem4);
     ug_bf16* sdO = sQ + BQ * LD;
-    ug_bf16* sK = sdO + BQ * LD;
-    ug_bf16* sV = sK + BK * LD;
+    // Stage st (0 or 1): K at sQ + (2·BQ + st·BK)·LD, V at sQ + (2·BQ + (2 + st)·BK)·LD.
+    auto sK = [&](int st) { return sQ + (2 * BQ + st * BK) * LD; };
+    auto sV = [&](int st) { return sQ + (2 * BQ + (2 + st) * BK) * LD; };
 
     const int window = blockIdx.y / heads, head = blockIdx.y - window * heads;
     const UgAttnSlice s = ug_attn_slice(layout, window, blockIdx.z, head, heads, D);
@@ -414,32 +439,46 @@ __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, 
     const bool rotate = rope.enabled != 0;
     const float sl2 = scale * UG_LOG2E;
 
+    const int nTiles = ug_tiles_in_window(s.tokens, BK);
+
+    // Prologue: Q/dO (group 0) and K/V tile 0 (group 1) in flight; rotate Q once it has landed.
     ug_fill_tile_rows(qRows, BQ, layout, s, qStart);
+    ug_fill_tile_rows(kRows[0], BK, layout, s, 0);
     __syncthreads();
     ug_issue_tile_bf16<D, THREADS>(sQ, q, qRows, BQ);
     ug_issue_tile_bf16<D, THREADS>(sdO, dO, qRows, BQ);
+    ug_cp_async_commit();
+    ug_issue_tile_bf16<D, THREADS>(sK(0), k, kRows[0], BK);
+    ug_issue_tile_bf16<D, THREADS>(sV(0), v, kRows[0], BK);
     ug_cp_async_commit();
     const UgTileRow* myRows = qRows + warp * 16;
     const long long stLo = myRows[g].stat, stHi = myRows[g + 8].stat;
     const float lse2Lo = stLo >= 0 ? lse[stLo] * UG_LOG2E : INFINITY, lse2Hi = stHi >= 0 ? lse[stHi] * UG_LOG2E : INFINITY;
     const float dLo = stLo >= 0 ? delta[stLo] : 0.f, dHi = stHi >= 0 ? delta[stHi] : 0.f;
-    ug_cp_async_wait<0>();
+    ug_cp_async_wait<1>();
     if (rotate) ug_rotate_tile_bf16<D, THREADS>(sQ, qRows, BQ, rope);
 
     float acc[NBD][4];
 #pragma unroll
     for (int nb = 0; nb < NBD; ++nb) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.f;
 
-    for (int kStart = 0; kStart < s.tokens; kStart += BK) {
-        __syncthreads();  // previous K/V tile no longer read (first pass: Q/dO complete and rotated)
-        ug_fill_tile_rows(kRows, BK, layout, s, kStart);
-        __syncthreads();
-        ug_issue_tile_bf16<D, THREADS>(sK, k, kRows, BK);
-        ug_issue_tile_bf16<D, THREADS>(sV, v, kRows, BK);
-        ug_cp_async_commit();
-        ug_cp_async_wait<0>();
-        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK, kRows, BK, rope);
-        __syncthreads();
+    for (int j = 0; j < nTiles; ++j) {
+        const int buf = j & 1;
+        const int kStart = j * BK;
+        if (j + 1 < nTiles) {
+            // Stage buf^1 was last read in iteration j−1 (first pass: not yet); this barrier also publishes
+            // kRows[buf^1] and, on the first pass, the rotated Q.
+            ug_fill_tile_rows(kRows[buf ^ 1], BK, layout, s, kStart + BK);
+            __syncthreads();
+            ug_issue_tile_bf16<D, THREADS>(sK(buf ^ 1), k, kRows[buf ^ 1], BK);
+            ug_issue_tile_bf16<D, THREADS>(sV(buf ^ 1), v, kRows[buf ^ 1], BK);
+            ug_cp_async_commit();
+            ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
+        } else {
+            ug_cp_async_wait<0>();
+        }
+        if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK(buf), kRows[buf], BK, rope);
+        __syncthreads();  // tile j complete and rotated for every warp (and Q/dO, on the first pass)
 
         float sc[NBK][4], dp[NBK][4];
 #pragma unroll
@@ -454,8 +493,8 @@ __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, 
 #pragma unroll
             for (int nb2 = 0; nb2 < NBK / 2; ++nb2) {
                 uint32_t bk[4], bv[4];
-                ug_ldmatrix_x4(bk, ug_frag_bt_addr(sK, LD, nb2 * 16, ks * 16, lane));
-                ug_ldmatrix_x4(bv, ug_frag_bt_addr(sV, LD, nb2 * 16, ks * 16, lane));
+                ug_ldmatrix_x4(bk, ug_frag_bt_addr(sK(buf), LD, nb2 * 16, ks * 16, lane));
+                ug_ldmatrix_x4(bv, ug_frag_bt_addr(sV(buf), LD, nb2 * 16, ks * 16, lane));
                 ug_mma_bf16(sc[2 * nb2], aq, bk[0], bk[1]);
                 ug_mma_bf16(sc[2 * nb2 + 1], aq, bk[2], bk[3]);
                 ug_mma_bf16(dp[2 * nb2], ad, bv[0], bv[1]);
@@ -483,7 +522,7 @@ __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, 
 #pragma unroll
             for (int nd2 = 0; nd2 < NBD / 2; ++nd2) {
                 uint32_t b[4];
-                ug_ldmatrix_x4_trans(b, ug_frag_b_trans_addr(sK, LD, kk * 16, nd2 * 16, lane));
+                ug_ldmatrix_x4_trans(b, ug_frag_b_trans_addr(sK(buf), LD, kk * 16, nd2 * 16, lane));
                 ug_mma_bf16(acc[2 * nd2], dsf[kk], b[0], b[1]);
                 ug_mma_bf16(acc[2 * nd2 + 1], dsf[kk], b[2], b[3]);
             }
@@ -529,8 +568,8 @@ window_attention_bwd_preprocess_bf16(const ug_bf16* __restrict__ o, const ug_bf1
 // Launch: block 128;
 //   f32 : grid ug_attn_grid(layout, heads, batch, 32) (key tiles), smem ug_attn_f32_dkdv_smem (d=64: 41,472 B,
 //         d=128: 74,240 B)
-//   bf16: grid ug_attn_grid(layout, heads, batch, 64) (key tiles), smem ug_attn_bf16_dkdv_smem (d=64: 36,864 B,
-//         d=128: 52,224 B)
+//   bf16: grid ug_attn_grid(layout, heads, batch, 64) (key tiles), smem ug_attn_bf16_dkdv_smem (d=64: 55,296 B,
+//         d=128: 69,632 B)
 // ------------------------------------------------------------------------------------------------------------------
 extern "C" __global__ void __launch_bounds__(UG_ATTN_THREADS)
 window_attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
@@ -558,9 +597,9 @@ window_attention_bwd_dkdv_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __r
                                int headDim, float scale) {
     (void)batch;
     __shared__ UgTileRow kRows[UG_ATTN_BF16_BLOCK_N];
-    __shared__ UgTileRow qRows[64];  // ≥ ug_attn_bf16_dkdv_block_q(headDim)
-    __shared__ float sLse2[64];
-    __shared__ float sDelta[64];
+    __shared__ UgTileRow qRows[2][64];  // two stages of ≥ ug_attn_bf16_dkdv_block_q(headDim) rows
+    __shared__ float sLse2[2][64];
+    __shared__ float sDelta[2][64];
     if (headDim == 32)
         attn_bwd_dkdv_bf16<32>(q, k, v, dO, lse, delta, dk, dv, layout, rope, heads, scale, kRows, qRows, sLse2, sDelta);
     else if (headDim == 64)
@@ -576,8 +615,8 @@ window_attention_bwd_dkdv_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __r
 // Launch: block 128;
 //   f32 : grid ug_attn_grid(layout, heads, batch, 32) (query tiles), smem ug_attn_f32_dq_smem (d=64: 37,376 B,
 //         d=128: 70,144 B)
-//   bf16: grid ug_attn_grid(layout, heads, batch, 64) (query tiles), smem ug_attn_bf16_dq_smem (d=64: 36,864 B,
-//         d=128: 69,632 B)
+//   bf16: grid ug_attn_grid(layout, heads, batch, 64) (query tiles), smem ug_attn_bf16_dq_smem (d=64: 55,296 B,
+//         d=128: 104,448 B)
 // ------------------------------------------------------------------------------------------------------------------
 extern "C" __global__ void __launch_bounds__(UG_ATTN_THREADS)
 window_attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
@@ -602,7 +641,7 @@ window_attention_bwd_dq_bf16(const ug_bf16* __restrict__ q, const ug_bf16* __res
                              RopeParams rope, int batch, int heads, int headDim, float scale) {
     (void)batch;
     __shared__ UgTileRow qRows[UG_ATTN_BF16_BLOCK_M];
-    __shared__ UgTileRow kRows[UG_ATTN_BF16_BLOCK_N];
+    __shared__ UgTileRow kRows[2][UG_ATTN_BF16_BLOCK_N];
     if (headDim == 32)
         attn_bwd_dq_bf16<32>(q, k, v, dO, lse, delta, dq, layout, rope, heads, scale, qRows, kRows);
     else if (headDim == 64)

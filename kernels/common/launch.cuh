@@ -70,11 +70,11 @@ UG_HD int ug_attn_bf16_fwd_smem(int headDim) {  // Q + two stages of K and V
 UG_HD int ug_attn_bf16_fwd_m128_smem(int headDim) {  // the 128-query variant: Q of two m-tiles per warp + two K/V stages
     return (2 * UG_ATTN_BF16_BLOCK_M + 4 * UG_ATTN_BF16_BLOCK_N) * (headDim + UG_ATTN_BF16_PAD) * 2;
 }
-UG_HD int ug_attn_bf16_dkdv_smem(int headDim) {  // K, V of the block + Q, dO of the inner tile
-    return (2 * UG_ATTN_BF16_BLOCK_N + 2 * ug_attn_bf16_dkdv_block_q(headDim)) * (headDim + UG_ATTN_BF16_PAD) * 2;
+UG_HD int ug_attn_bf16_dkdv_smem(int headDim) {  // K, V of the block + two stages of the inner tile's Q, dO
+    return (2 * UG_ATTN_BF16_BLOCK_N + 4 * ug_attn_bf16_dkdv_block_q(headDim)) * (headDim + UG_ATTN_BF16_PAD) * 2;
 }
-UG_HD int ug_attn_bf16_dq_smem(int headDim) {  // Q, dO of the block + K, V of the inner tile
-    return (2 * UG_ATTN_BF16_BLOCK_M + 2 * UG_ATTN_BF16_BLOCK_N) * (headDim + UG_ATTN_BF16_PAD) * 2;
+UG_HD int ug_attn_bf16_dq_smem(int headDim) {  // Q, dO of the block + two stages of the inner tile's K, V
+    return (2 * UG_ATTN_BF16_BLOCK_M + 4 * UG_ATTN_BF16_BLOCK_N) * (headDim + UG_ATTN_BF16_PAD) * 2;
 }
 
 // Backward preprocess (D = rowsum(dO∘O)): one warp per (batch, token, head) row, 8 rows per 256-thread block.

@@ -170,18 +170,25 @@ struct Warp {
 // The order in which runnable threads are resumed. Between two barriers each thread runs without interruption, so two
 // threads that touch the same shared or global word in one barrier interval (a race) give results that depend on this
 // order: running a test under forward and reverse (or shuffled) order turns such races into differing results.
-enum class Schedule { Forward, Reverse, Shuffle };
+// Forward, reverse and shuffle resume every runnable thread once per round, so the warps of a block advance almost in
+// step (one warp-wide operation apart) and a race between warps that are several warp-wide operations apart stays
+// hidden. Greedy resumes the lowest-numbered runnable thread every time (greedy-reverse: the highest): one warp runs a
+// whole barrier interval before the next warp starts it, the largest skew between warps a GPU could show.
+enum class Schedule { Forward, Reverse, Shuffle, Greedy, GreedyReverse };
 
-// ULTRAGEN_EMULATOR_SCHEDULE = forward (default) | reverse | shuffle[:seed]; read at every launch.
+// ULTRAGEN_EMULATOR_SCHEDULE = forward (default) | reverse | shuffle[:seed] | greedy | greedy-reverse; read at every launch.
 Schedule schedule_from_environment(std::mt19937& random) {
     const char* value = std::getenv("ULTRAGEN_EMULATOR_SCHEDULE");
     if (!value || !*value || std::strcmp(value, "forward") == 0) return Schedule::Forward;
     if (std::strcmp(value, "reverse") == 0) return Schedule::Reverse;
+    if (std::strcmp(value, "greedy") == 0) return Schedule::Greedy;
+    if (std::strcmp(value, "greedy-reverse") == 0) return Schedule::GreedyReverse;
     if (std::strncmp(value, "shuffle", 7) == 0) {
         if (value[7] == ':') random.seed((unsigned)std::strtoul(value + 8, nullptr, 10));
         return Schedule::Shuffle;
     }
-    std::fprintf(stderr, "ultragen cuda emulator: unknown ULTRAGEN_EMULATOR_SCHEDULE '%s' (forward, reverse, shuffle[:seed]); using forward\n", value);
+    std::fprintf(stderr, "ultragen cuda emulator: unknown ULTRAGEN_EMULATOR_SCHEDULE '%s' (forward, reverse, shuffle[:seed], "
+                         "greedy, greedy-reverse); using forward\n", value);
     return Schedule::Forward;
 }
 
@@ -352,7 +359,9 @@ std::string run_block(BlockRunner& r, const LaunchShape& shape, uint3 blockIndex
 
     ThreadView* savedView = t_view;
     std::vector<unsigned> order(threads);
-    for (unsigned t = 0; t < threads; ++t) order[t] = r.schedule == Schedule::Reverse ? threads - 1 - t : t;
+    const bool reversed = r.schedule == Schedule::Reverse || r.schedule == Schedule::GreedyReverse;
+    const bool greedy = r.schedule == Schedule::Greedy || r.schedule == Schedule::GreedyReverse;
+    for (unsigned t = 0; t < threads; ++t) order[t] = reversed ? threads - 1 - t : t;
     while (r.live > 0 && !r.faulted) {
         bool ran = false;
         if (r.schedule == Schedule::Shuffle) std::shuffle(order.begin(), order.end(), r.random);
@@ -363,6 +372,7 @@ std::string run_block(BlockRunner& r, const LaunchShape& shape, uint3 blockIndex
             t_view = &f.view;
             ug_emu_switch(&r.schedulerSp, f.sp);
             ran = true;
+            if (greedy) break;  // rescan from the first thread of the order
         }
         if (!ran && r.live > 0 && !r.faulted) {
             std::string waits;

@@ -250,10 +250,10 @@ TEST(LaunchGeometry, SharedMemoryBytesAsDocumented) {
     EXPECT_EQ(ug_attn_bf16_fwd_smem(128), 87040);
     EXPECT_EQ(ug_attn_bf16_fwd_m128_smem(64), 55296);
     EXPECT_EQ(ug_attn_bf16_fwd_m128_smem(128), 104448);
-    EXPECT_EQ(ug_attn_bf16_dkdv_smem(64), 36864);
-    EXPECT_EQ(ug_attn_bf16_dkdv_smem(128), 52224);
-    EXPECT_EQ(ug_attn_bf16_dq_smem(64), 36864);
-    EXPECT_EQ(ug_attn_bf16_dq_smem(128), 69632);
+    EXPECT_EQ(ug_attn_bf16_dkdv_smem(64), 55296);
+    EXPECT_EQ(ug_attn_bf16_dkdv_smem(128), 69632);
+    EXPECT_EQ(ug_attn_bf16_dq_smem(64), 55296);
+    EXPECT_EQ(ug_attn_bf16_dq_smem(128), 104448);
     // All fit the 227 KiB per-block opt-in limit of sm_80/sm_90 with the static row arrays (≤ 6 KiB).
     EXPECT_LT(ug_attn_bf16_fwd_smem(128) + 6144, 227 * 1024);
     // The 128-query forward (8 KiB of static rows): two blocks still fit one sm_90 multiprocessor's 228 KiB, counting

@@ -71,6 +71,24 @@ extern "C" __global__ void emu_test_race(int* out) {
     if (threadIdx.x == 0) out[0] = s[0];
 }
 
+// A race between warps that round-robin scheduling hides: warp 0 overwrites s[0] after one warp-wide step, warp 1 reads
+// it after three, with no barrier between. Resumed once per round, warp 0's write always comes first (reads 2); a GPU
+// may run warp 1 ahead (reads 1), which the greedy-reverse schedule does.
+extern "C" __global__ void emu_test_warp_skew(int* out) {
+    UG_DYNAMIC_SHARED(int, s);
+    if (threadIdx.x == 0) s[0] = 1;
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int x = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
+    if (warp == 0) {
+        if (lane == 0) s[0] = 2 + 0 * x;
+    } else {
+        x = __shfl_xor_sync(0xffffffffu, x, 1);
+        x = __shfl_xor_sync(0xffffffffu, x, 1);
+        if (lane == 0) out[0] = s[0] + 0 * x;
+    }
+}
+
 // cp.async of 16 bytes; the shared words read before cp.async.wait_group (poisoned) and after it (the data).
 extern "C" __global__ void emu_test_cp_async(const float* src, float* before, float* after, int zeroFill) {
     UG_DYNAMIC_SHARED(float, s);
@@ -116,6 +134,7 @@ UG_EMU_REGISTER(emu_test_ldmatrix)
 UG_EMU_REGISTER(emu_test_shuffle)
 UG_EMU_REGISTER(emu_test_barrier)
 UG_EMU_REGISTER(emu_test_race)
+UG_EMU_REGISTER(emu_test_warp_skew)
 UG_EMU_REGISTER(emu_test_cp_async)
 UG_EMU_REGISTER(emu_test_misaligned_ldmatrix)
 UG_EMU_REGISTER(emu_test_ldmatrix_outside_shared)

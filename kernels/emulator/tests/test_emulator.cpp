@@ -38,7 +38,8 @@ const char* kModule =
     ".visible .entry emu_test_mma(\n.visible .entry emu_test_ldmatrix(\n.visible .entry emu_test_shuffle(\n"
     ".visible .entry emu_test_barrier(\n.visible .entry emu_test_race(\n.visible .entry emu_test_cp_async(\n"
     ".visible .entry emu_test_misaligned_ldmatrix(\n.visible .entry emu_test_ldmatrix_outside_shared(\n"
-    ".visible .entry emu_test_deadlock(\n.visible .entry emu_test_cp_async_bad_source(\n.visible .entry emu_test_overrun(\n";
+    ".visible .entry emu_test_deadlock(\n.visible .entry emu_test_cp_async_bad_source(\n.visible .entry emu_test_overrun(\n"
+    ".visible .entry emu_test_warp_skew(\n";
 
 void* function(const char* name) {
     static void* module = [] {
@@ -169,6 +170,18 @@ TEST(Emulator, ScheduleOrderExposesARace) {
         ASSERT_EQ(launch("emu_test_race", 1, 128, 4, out.ptr), 0);
         EXPECT_EQ(out.read()[0], 0) << "reverse order: thread 0 writes last";
     }
+}
+
+TEST(Emulator, GreedyScheduleExposesARaceBetweenWarpsThatRoundRobinHides) {
+    Device<int> out(1);
+    for (const char* order : {"forward", "reverse", "greedy"}) {
+        ScheduleGuard guard(order);
+        ASSERT_EQ(launch("emu_test_warp_skew", 1, 64, 4, out.ptr), 0);
+        EXPECT_EQ(out.read()[0], 2) << order << ": warp 0's write comes first";
+    }
+    ScheduleGuard guard("greedy-reverse");
+    ASSERT_EQ(launch("emu_test_warp_skew", 1, 64, 4, out.ptr), 0);
+    EXPECT_EQ(out.read()[0], 1) << "greedy-reverse: warp 1 runs its whole barrier interval before warp 0 starts";
 }
 
 TEST(Emulator, CpAsyncLandsOnlyAtWaitGroupAndZeroFillsInvalidSources) {

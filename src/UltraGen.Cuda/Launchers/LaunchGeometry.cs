@@ -53,10 +53,10 @@ public static class LaunchGeometry
         (2 * AttentionBf16BlockM + 4 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
 
     public static int AttentionBf16DkdvSmem(int headDim) =>
-        (2 * AttentionBf16BlockN + 2 * AttentionBf16DkdvBlockQ(headDim)) * (headDim + AttentionBf16Pad) * 2;
+        (2 * AttentionBf16BlockN + 4 * AttentionBf16DkdvBlockQ(headDim)) * (headDim + AttentionBf16Pad) * 2;
 
     public static int AttentionBf16DqSmem(int headDim) =>
-        (2 * AttentionBf16BlockM + 2 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
+        (2 * AttentionBf16BlockM + 4 * AttentionBf16BlockN) * (headDim + AttentionBf16Pad) * 2;
 
     // ---- cross-attention (launch.cuh: ug_cross_attn_*) ----
     public const int CrossAttentionMaxSplits = 64;

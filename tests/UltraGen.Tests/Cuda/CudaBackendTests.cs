@@ -373,10 +373,10 @@ public class CudaBackendTests
         Assert.That(LaunchGeometry.AttentionBf16ForwardM128Smem(128), Is.EqualTo(104_448));
         Assert.That(LaunchGeometry.AttentionF32DkdvSmem(128), Is.EqualTo(74_240));
         Assert.That(LaunchGeometry.AttentionF32DqSmem(128), Is.EqualTo(70_144));
-        Assert.That(LaunchGeometry.AttentionBf16DqSmem(128), Is.EqualTo(69_632));
-        Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(64), Is.EqualTo(36_864));
-        Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(128), Is.EqualTo(52_224));
-        Assert.That(LaunchGeometry.AttentionBf16DqSmem(64), Is.EqualTo(36_864));
+        Assert.That(LaunchGeometry.AttentionBf16DqSmem(128), Is.EqualTo(104_448));
+        Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(64), Is.EqualTo(55_296));
+        Assert.That(LaunchGeometry.AttentionBf16DkdvSmem(128), Is.EqualTo(69_632));
+        Assert.That(LaunchGeometry.AttentionBf16DqSmem(64), Is.EqualTo(55_296));
         Assert.That(new[] { 32, 64, 128 }.All(LaunchGeometry.AttentionHeadDimSupported), Is.True);
         Assert.That(new[] { 8, 16, 96 }.Any(LaunchGeometry.AttentionHeadDimSupported), Is.False);
         Assert.That(WindowAttentionLauncher.Limitation(8), Does.Contain("head dims 32, 64 and 128, got 8"));
