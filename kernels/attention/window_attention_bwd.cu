@@ -293,8 +293,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
     const float sl2 = scale * UG_LOG2E;
 
     const int nTiles = ug_tiles_in_window(s.tokens, BQ);
-    // Statistics of query tile `tile` into stage st: written after the barrier that retires the stage's previous tile,
-    // read after the barrier that completes this one.
+    // lse₂ and δ of the query tile whose rows are in qRows[st], into stage st: written after the barrier that retires
+    // the stage's previous tile (its readers), read after the barrier that completes this one.
     auto loadStats = [&](int st) {
         if (threadIdx.x < BQ) {
             const long long stat = qRows[st][threadIdx.x].stat;
