@@ -22,7 +22,8 @@ namespace UltraGen.Bench;
 ///   backward; our backward entry also recomputes the forward (o, lse) it needs, inside the timed call. Each forward is
 ///   timed twice, with the 64-query kernel (row <c>.fwd</c>, the default) and the 128-query one (<c>.fwd_m128</c>).</item>
 /// <item>layer rows: <c>ultragen_self_attention</c> (block 4) and <c>wan_self_attention</c> at T = 21, 68×120, D = 1536,
-///   forward, f32 (the composites run in f32 on this backend; their attention takes the SIMT f32 kernels).</item>
+///   forward, f32 (the composites run in f32 on this backend): <c>_f32</c> with the SIMT f32 attention kernels,
+///   <c>_bf16attn</c> with attention through the bf16 tensor-core kernels (<c>CudaBackend.F32AttentionPrecision</c>).</item>
 /// </list>
 /// <c>--smoke</c> runs every row on a small grid once (a check of this command's code on any cuda backend, including the
 /// CUDA emulator in CI); its numbers mean nothing.
@@ -129,15 +130,24 @@ public static class GpuAttention
             var grid = options.Smoke ? new Grid3(2, 16, 16) : new Grid3(21, 68, 120);
             int heads = options.Smoke ? 2 : Heads;
             var layerOptions = options.Smoke ? options : options with { Warmup = 1, Iterations = Math.Min(options.Iterations, 3) };
-            foreach (var (name, opName, flops) in new[]
+            // f32 layers with the SIMT f32 attention kernels (the default), then with attention through the bf16 tensor
+            // cores (--attention-precision bf16).
+            foreach (var (name, opName, flops, precision) in new[]
                      {
-                         ("1080p_ultragen_layer_f32", "ultragen_self_attention", LayerSetup.UltraGenFlops(grid, heads, HeadDim)),
-                         ("1080p_full_layer_f32", "wan_self_attention", LayerSetup.FullFlops(grid, heads, HeadDim)),
+                         ("1080p_ultragen_layer_f32", "ultragen_self_attention", LayerSetup.UltraGenFlops(grid, heads, HeadDim), AttentionPrecision.F32),
+                         ("1080p_full_layer_f32", "wan_self_attention", LayerSetup.FullFlops(grid, heads, HeadDim), AttentionPrecision.F32),
+                         ("1080p_ultragen_layer_bf16attn", "ultragen_self_attention", LayerSetup.UltraGenFlops(grid, heads, HeadDim), AttentionPrecision.Bf16),
+                         ("1080p_full_layer_bf16attn", "wan_self_attention", LayerSetup.FullFlops(grid, heads, HeadDim), AttentionPrecision.Bf16),
                      })
             {
                 using var layer = LayerSetup.Prepare(backend, opName, grid, heads, HeadDim, ownsBackend: false);
-                double ms = Time(backend, layerOptions, _ => layer.Forward());
-                Report($"{name}.fwd", $"T{grid.T} {grid.H}x{grid.W} D{heads * HeadDim}", flops, ms);
+                backend.F32AttentionPrecision = precision;
+                try
+                {
+                    double ms = Time(backend, layerOptions, _ => layer.Forward());
+                    Report($"{name}.fwd", $"T{grid.T} {grid.H}x{grid.W} D{heads * HeadDim}", flops, ms);
+                }
+                finally { backend.F32AttentionPrecision = AttentionPrecision.F32; }
             }
         }
 

@@ -101,6 +101,15 @@ public sealed class CudaBackend : KernelBackend
         set => _attention.ForwardTile = value;
     }
 
+    /// <summary>
+    /// How f32 window attention runs — the DiT and the attention composites are f32 on this backend, so this is the
+    /// model's self-attention. <see cref="AttentionPrecision.F32"/> (default): the SIMT f32 kernels, exact to f32.
+    /// <see cref="AttentionPrecision.Bf16"/>: q, k, v (and dO) rounded to bf16 for the tensor-core kernels (f32
+    /// accumulation and softmax), results widened back to f32 — the precision the reference pipeline runs its attention
+    /// in, at the tensor cores' rate instead of the f32 units'. bf16 tensors always take the tensor-core kernels.
+    /// </summary>
+    public AttentionPrecision F32AttentionPrecision { get; set; } = AttentionPrecision.F32;
+
     /// <summary>A timer on this backend's stream (benchmarks: <see cref="CudaTimer.Median"/>).</summary>
     public CudaTimer CreateTimer()
     {
@@ -306,6 +315,32 @@ public sealed class CudaBackend : KernelBackend
         }
     }
 
+    /// <summary>A bf16 copy (round to nearest even) of an f32 device tensor, in scratch memory.</summary>
+    private CudaStorage Narrowed(Tensor x)
+    {
+        var copy = _context.Scratch(x.ElementCount * 2);
+        _convert.Convert(DType.F32, DType.BF16, Ptr(x), copy.Pointer, x.ElementCount);
+        return copy;
+    }
+
+    /// <summary>f32 window-attention backward through the bf16 tensor-core kernels (<see cref="AttentionPrecision.Bf16"/>).</summary>
+    private void Bf16AttentionBackward(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputGradients,
+        IReadOnlyDictionary<string, Tensor> inputGradients, OpParams parameters, WindowAttentionLauncher.Shape shape)
+    {
+        using var q = Narrowed(inputs["q"]);
+        using var k = Narrowed(inputs["k"]);
+        using var v = Narrowed(inputs["v"]);
+        using var dO = Narrowed(outputGradients["o"]);
+        using var dq = _context.Scratch(shape.Elements * 2);
+        using var dk = _context.Scratch(shape.Elements * 2);
+        using var dv = _context.Scratch(shape.Elements * 2);
+        _attention.Backward(DType.BF16, q.Pointer, k.Pointer, v.Pointer, dO.Pointer, dq.Pointer, dk.Pointer, dv.Pointer, shape,
+            Rope(parameters, shape.HeadDim, shape.Layout));
+        foreach (var (name, gradient) in new[] { ("q", dq), ("k", dk), ("v", dv) })
+            if (inputGradients.TryGetValue(name, out var target))
+                _convert.Convert(DType.BF16, DType.F32, gradient.Pointer, Ptr(target), shape.Elements);
+    }
+
     protected override void ForwardF32(Op op, IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyDictionary<string, Tensor> outputs, OpParams parameters)
     {
         _device.MakeCurrent();
@@ -366,8 +401,20 @@ public sealed class CudaBackend : KernelBackend
             case "window_attention":
             {
                 var shape = AttentionShape(inputs["q"], parameters);
-                _attention.Forward(DType.F32, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(y), IntPtr.Zero, shape,
-                    Rope(parameters, shape.HeadDim, shape.Layout));
+                var rope = Rope(parameters, shape.HeadDim, shape.Layout);
+                if (F32AttentionPrecision == AttentionPrecision.Bf16)
+                {
+                    using var q = Narrowed(inputs["q"]);
+                    using var k = Narrowed(inputs["k"]);
+                    using var v = Narrowed(inputs["v"]);
+                    using var o = _context.Scratch(shape.Elements * 2);
+                    _attention.Forward(DType.BF16, q.Pointer, k.Pointer, v.Pointer, o.Pointer, IntPtr.Zero, shape, rope);
+                    _convert.Convert(DType.BF16, DType.F32, o.Pointer, Ptr(y), shape.Elements);
+                }
+                else
+                {
+                    _attention.Forward(DType.F32, Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(y), IntPtr.Zero, shape, rope);
+                }
                 break;
             }
             case "cross_attention":
@@ -450,7 +497,10 @@ public sealed class CudaBackend : KernelBackend
                     _timestep.Backward(Ptr(inputs["t"]), Ptr(dy), Grad("t"), dy.Dim(0), dy.Dim(1));
                 break;
             case "window_attention":
-                AttentionBackward(DType.F32, inputs, outputGradients, inputGradients, parameters, AttentionShape(inputs["q"], parameters));
+                if (F32AttentionPrecision == AttentionPrecision.Bf16)
+                    Bf16AttentionBackward(inputs, outputGradients, inputGradients, parameters, AttentionShape(inputs["q"], parameters));
+                else
+                    AttentionBackward(DType.F32, inputs, outputGradients, inputGradients, parameters, AttentionShape(inputs["q"], parameters));
                 break;
             case "cross_attention":
                 _crossAttention.Backward(Ptr(inputs["q"]), Ptr(inputs["k"]), Ptr(inputs["v"]), Ptr(dy), Grad("q"), Grad("k"), Grad("v"),

@@ -4,6 +4,7 @@ using System.Text;
 using UltraGen.Core;
 using UltraGen.Core.Layout;
 using UltraGen.Core.Safetensors;
+using UltraGen.Cuda.Launchers;
 using UltraGen.Generation.Latent;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Sampling;
@@ -40,6 +41,7 @@ internal static class LatentSample
         public double Cfg { get; init; } = 5;
         public double Shift { get; init; } = 5;
         public string Backend { get; init; } = "auto";
+        public AttentionPrecision AttentionPrecision { get; init; } = AttentionPrecision.F32;
     }
 
     /// <summary>Whether <paramref name="path"/> is a video model of <see cref="VideoModel.Save"/> (pixel space, own text encoder) rather than a plain DiT.</summary>
@@ -105,6 +107,7 @@ internal static class LatentSample
             foreach (var note in notes) Console.WriteLine($"  note: {note}");
             Console.WriteLine($"  {Describe(config)}");
             Console.WriteLine($"backend: {device.Name} — {why}");
+            if (SampleCommand.ConfigureAttention(device, o.AttentionPrecision) is { } attentionNote) Console.WriteLine(attentionNote);
             if (geometry.WasRounded)
                 Console.WriteLine(string.Create(invariant,
                     $"note: {geometry.RequestedWidth}×{geometry.RequestedHeight} rounded up to {geometry.Width}×{geometry.Height} (multiples of 16, as the reference pipeline does)"));

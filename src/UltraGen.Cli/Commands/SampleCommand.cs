@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using UltraGen.Core;
+using UltraGen.Cuda;
+using UltraGen.Cuda.Launchers;
 using UltraGen.Generation.Pipeline;
 using UltraGen.Generation.Video;
 using UltraGen.Model;
@@ -44,16 +46,23 @@ public static class SampleCommand
         var negativeEmbeddings = new Option<string?>("--negative-embeddings") { Description = "real model: the negative prompt's features (required when --cfg is not 1)" };
         var latentsOut = new Option<string?>("--latents-out") { Description = $"real model: the latents file to write (default {LatentSample.DefaultLatentsOut}; decode with tools/decode_latents.py)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "real model: print the memory estimate and the window tables only (reads the weights' header, or --config alone)" };
+        var attentionPrecision = new Option<string>("--attention-precision")
+        {
+            Description = "cuda only: f32 (default; SIMT kernels, exact to f32) or bf16 (tensor-core kernels: q, k, v rounded to bf16, " +
+                          "f32 accumulation, the reference pipeline's attention precision; far faster on a GPU)",
+            DefaultValueFactory = _ => "f32",
+        };
         var preset = new Option<string?>("--config") { Description = $"real model: a preset ({string.Join(", ", ModelConfig.Presets.Keys)}) instead of the config detected from --weights" };
 
         var command = new Command("sample",
             "Generate a video from a text prompt (defaults: the bundled UltraGen miniature, spec §2.6 sampler). With --weights naming a plain " +
             "Wan2.1/UltraGen DiT file, samples the real model in latent space from --text-embeddings (defaults 1920×1088, 81 frames) and writes --latents-out.");
         foreach (var option in new Option[] { prompt, negative, seed, steps, cfg, shift, frames, height, width, backend, weights, output, format, upscale, fps,
-                     textEmbeddings, negativeEmbeddings, latentsOut, dryRun, preset })
+                     textEmbeddings, negativeEmbeddings, latentsOut, dryRun, preset, attentionPrecision })
             command.Options.Add(option);
         command.SetAction(result => CommandGuard.Run(() =>
         {
+            var precision = ParseAttentionPrecision(result.GetValue(attentionPrecision)!);
             string? weightsPath = result.GetValue(weights);
             bool latentOptions = result.GetValue(dryRun) || result.GetValue(preset) is not null || result.GetValue(textEmbeddings) is not null
                 || result.GetValue(negativeEmbeddings) is not null || result.GetValue(latentsOut) is not null;
@@ -71,6 +80,7 @@ public static class SampleCommand
                     NegativeEmbeddings = result.GetValue(negativeEmbeddings), LatentsOut = result.GetValue(latentsOut), DryRun = result.GetValue(dryRun),
                     Frames = result.GetValue(frames), Height = result.GetValue(height), Width = result.GetValue(width), Seed = result.GetValue(seed),
                     Steps = result.GetValue(steps), Cfg = result.GetValue(cfg), Shift = result.GetValue(shift), Backend = result.GetValue(backend)!,
+                    AttentionPrecision = precision,
                 });
             }
 
@@ -90,6 +100,7 @@ public static class SampleCommand
             using var device = OpenBackend(result.GetValue(backend)!, out string why, model.Config);
             Console.WriteLine($"model: {modelPath} (dim {model.Config.Dim}, {model.Config.Layers} layers, {Attention(model)})");
             Console.WriteLine($"backend: {device.Name} — {why}");
+            if (ConfigureAttention(device, precision) is { } attentionNote) Console.WriteLine(attentionNote);
             Console.WriteLine(FormattableString.Invariant(
                 $"video: {videoFormat.Width}×{videoFormat.Height} pixels, {videoFormat.Frames} frames; {request.Steps} steps, cfg {request.Cfg}, shift {request.Shift}, seed {request.Seed}"));
             Console.WriteLine($"prompt: \"{request.Prompt}\"");
@@ -183,6 +194,28 @@ public static class SampleCommand
         var probe = BackendRegistry.Get(name).Probe();
         why = "chosen with --backend";
         return probe.Backend ?? throw new UnsupportedConfigurationException($"backend '{name}' is not available here: {probe.UnavailableReason}");
+    }
+
+    /// <summary>--attention-precision: f32 or bf16.</summary>
+    internal static AttentionPrecision ParseAttentionPrecision(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "f32" => AttentionPrecision.F32,
+        "bf16" => AttentionPrecision.Bf16,
+        _ => throw new OpParameterException($"--attention-precision takes f32 or bf16, not '{value}'"),
+    };
+
+    /// <summary>
+    /// Sets the cuda backend's f32 attention precision; bf16 on any other backend is refused (only the cuda kernels have a
+    /// tensor-core path). Returns a line for the console when it changes anything.
+    /// </summary>
+    internal static string? ConfigureAttention(IBackend device, AttentionPrecision precision)
+    {
+        if (precision == AttentionPrecision.F32) return null;
+        if (device is not CudaBackend cuda)
+            throw new UnsupportedConfigurationException(
+                $"--attention-precision bf16 needs the cuda backend (its tensor-core kernels); '{device.Name}' runs attention in f32 only");
+        cuda.F32AttentionPrecision = precision;
+        return "attention: bf16 tensor-core kernels (q, k, v rounded to bf16, f32 accumulation and softmax)";
     }
 
     internal static string Invariant(double value) => value.ToString("G4", CultureInfo.InvariantCulture);

@@ -108,3 +108,13 @@ public enum AttentionForwardTile
     /// <summary><c>window_attention_fwd_bf16_m128_d{32,64,128}</c>: 128 queries, two m-tiles per warp sharing every K/V fragment.</summary>
     Queries128,
 }
+
+/// <summary>The arithmetic of f32 window attention on the cuda backend (<see cref="CudaBackend.F32AttentionPrecision"/>).</summary>
+public enum AttentionPrecision
+{
+    /// <summary>The SIMT f32 kernels: exact to f32 arithmetic (the default; what the f32 harness tolerances hold).</summary>
+    F32,
+
+    /// <summary>Operands rounded to bf16 for the tensor-core kernels, f32 accumulation; about bf16's 3 significant digits.</summary>
+    Bf16,
+}

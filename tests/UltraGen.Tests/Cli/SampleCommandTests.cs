@@ -96,6 +96,12 @@ public class SampleCommandTests
         var oddSize = Invoke("sample", "--weights", weights, "--height", "15", "--output", gif, "--backend", "cpu");
         Assert.That(oddSize.ExitCode, Is.EqualTo(Program.BadInputExitCode));
         Assert.That(oddSize.Error, Does.Contain("patch size"));
+        var badPrecision = Invoke("sample", "--weights", weights, "--attention-precision", "fp8", "--output", gif);
+        Assert.That(badPrecision.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(badPrecision.Error, Does.Contain("--attention-precision takes f32 or bf16"));
+        var bf16OnCpu = Invoke("sample", "--weights", weights, "--attention-precision", "bf16", "--backend", "cpu", "--output", gif);
+        Assert.That(bf16OnCpu.ExitCode, Is.EqualTo(Program.BadInputExitCode));
+        Assert.That(bf16OnCpu.Error, Does.Contain("needs the cuda backend"));
         var badExtension = Invoke("sample", "--weights", weights, "--output", PathOf("out.avi"));
         Assert.That(badExtension.ExitCode, Is.EqualTo(Program.BadInputExitCode));
         if (UltraGen.Generation.Video.Mp4Writer.FindFfmpeg() is null)

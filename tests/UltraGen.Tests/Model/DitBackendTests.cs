@@ -1,5 +1,7 @@
 using NUnit.Framework;
 using UltraGen.Core;
+using UltraGen.Cuda;
+using UltraGen.Cuda.Launchers;
 using UltraGen.Model;
 using UltraGen.Model.Dit;
 using UltraGen.Model.Reference;
@@ -112,6 +114,31 @@ public class DitBackendTests
         double error = RelativeError(expected.Data, velocity.HostSpan<float>());
         TestContext.Out.WriteLine($"{backendName}: forward relative error {error:E2}");
         Assert.That(error, OpHarness.Within(ForwardTolerance));
+    }
+
+    /// <summary>
+    /// The whole DiT on cuda with <see cref="AttentionPrecision.Bf16"/>: every block's self-attention through the bf16
+    /// tensor-core kernels (what <c>sample --attention-precision bf16</c> runs), against the float64 reference, within
+    /// bf16's tolerance; and it must differ from the f32 path's result (it did run another arithmetic).
+    /// </summary>
+    [Test]
+    public void Dit_forward_with_bf16_attention_on_cuda_is_within_bf16_tolerance()
+    {
+        using var backend = BackendOrSkip("cuda");
+        var cuda = (CudaBackend)backend;
+        var config = ConfigFor("cuda");
+        using var weights = ModelWeights.Random(config, seed: 11);
+        using var sample = SampleFor("cuda", Environment.TickCount);
+        var expected = DitReference.Forward(config, DitReference.ToReference(weights), ToRef(sample.Latent), ToRef(sample.Timestep), ToRef(sample.Context));
+        using var dit = new Dit(config, backend, weights);
+        using var exact = dit.Forward(sample.Latent, sample.Timestep, sample.Context);
+        double exactError = RelativeError(expected.Data, exact.HostSpan<float>());
+        cuda.F32AttentionPrecision = AttentionPrecision.Bf16;
+        using var velocity = dit.Forward(sample.Latent, sample.Timestep, sample.Context);
+        double error = RelativeError(expected.Data, velocity.HostSpan<float>());
+        TestContext.Out.WriteLine($"cuda: forward relative error {error:E2} with bf16 attention, {exactError:E2} with f32 attention");
+        Assert.That(error, OpHarness.Within(1e-2));
+        Assert.That(error, Is.GreaterThan(exactError), "bf16 attention must not give the f32 kernels' result");
     }
 
     [TestCaseSource(nameof(Backends))]
