@@ -136,6 +136,7 @@ public class LatentSampleCommandTests
         AssertBadInput(CliRunner.Invoke("sample", "--weights", PathOf("absent.safetensors"), "--text-embeddings", Embeddings("p.safetensors", 1),
             "--latents-out", latents), latents, "absent.safetensors");
         AssertBadInput(SampleSized(weights, latents, 5, 32), latents, "too small");
+        AssertBadInput(Sample(weights, latents, "--attention-precision", "bf16"), latents, "--attention-precision bf16 needs the cuda backend");
     }
 
     [TestCase(1080, 1920, "(21, 68, 120)", "N = 171,360", "70×120, window 14×24, 7,056 tokens/window")]
