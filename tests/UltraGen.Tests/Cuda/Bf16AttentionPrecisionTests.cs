@@ -3,7 +3,6 @@ using UltraGen.Core;
 using UltraGen.Cuda;
 using UltraGen.Cuda.Launchers;
 using UltraGen.Ops;
-using UltraGen.Ops.Backends;
 using UltraGen.Tests.Harness;
 
 namespace UltraGen.Tests.Cuda;
@@ -35,22 +34,11 @@ public class Bf16AttentionPrecisionTests
         }
     }
 
-    private static CudaBackend CudaOrSkip()
-    {
-        var probe = BackendRegistry.Get("cuda").Probe();
-        if (probe.Backend is CudaBackend cuda) return cuda;
-        probe.Backend?.Dispose();
-        Assert.Ignore($"backend 'cuda' is not available here: {probe.UnavailableReason}");
-        return null!;
-    }
-
     private static (CudaBackend Backend, List<string> Launched) Bf16Backend()
     {
-        var cuda = CudaOrSkip();
+        var cuda = CudaTestBackend.OrSkip();
         cuda.F32AttentionPrecision = AttentionPrecision.Bf16;
-        var launched = new List<string>();
-        cuda.LaunchContext.LaunchObserver = name => { lock (launched) launched.Add(name); };
-        return (cuda, launched);
+        return (cuda, CudaTestBackend.RecordLaunches(cuda));
     }
 
     private static void RanTheBf16Kernels(List<string> launched, bool backward)
@@ -107,10 +95,9 @@ public class Bf16AttentionPrecisionTests
     [Test]
     public void The_default_f32_attention_runs_the_f32_kernels()
     {
-        using var cuda = CudaOrSkip();
+        using var cuda = CudaTestBackend.OrSkip();
         Assert.That(cuda.F32AttentionPrecision, Is.EqualTo(AttentionPrecision.F32));
-        var launched = new List<string>();
-        cuda.LaunchContext.LaunchObserver = name => { lock (launched) launched.Add(name); };
+        var launched = CudaTestBackend.RecordLaunches(cuda);
         var op = OpCatalog.Get("window_attention");
         OpHarness.CheckForward(cuda, op, op.Cases().Single(c => c.Name == "d64_t2h8w8_win2_h2"), DType.F32);
         Assert.That(launched, Does.Contain("window_attention_fwd_f32"));

@@ -3,7 +3,6 @@ using UltraGen.Core;
 using UltraGen.Cuda;
 using UltraGen.Cuda.Launchers;
 using UltraGen.Ops;
-using UltraGen.Ops.Backends;
 using UltraGen.Tests.Harness;
 
 namespace UltraGen.Tests.Cuda;
@@ -43,28 +42,12 @@ public class WindowAttentionForwardTileTests
         }
     }
 
-    private static CudaBackend CudaOrSkip()
-    {
-        var probe = BackendRegistry.Get("cuda").Probe();
-        if (probe.Backend is CudaBackend cuda) return cuda;
-        probe.Backend?.Dispose();
-        Assert.Ignore($"backend 'cuda' is not available here: {probe.UnavailableReason}");
-        return null!;
-    }
-
-    private static List<string> Observe(CudaBackend cuda)
-    {
-        var launched = new List<string>();
-        cuda.LaunchContext.LaunchObserver = name => { lock (launched) launched.Add(name); };
-        return launched;
-    }
-
     [TestCaseSource(nameof(Cases))]
     public void Forward_with_128_query_tiles_matches_the_reference(OpCase opCase)
     {
-        using var cuda = CudaOrSkip();
+        using var cuda = CudaTestBackend.OrSkip();
         cuda.AttentionForwardTile = AttentionForwardTile.Queries128;
-        var launched = Observe(cuda);
+        var launched = CudaTestBackend.RecordLaunches(cuda);
         OpHarness.CheckForward(cuda, OpCatalog.Get("window_attention"), opCase, DType.BF16);
         int headDim = opCase.InputShapes["q"][4] / opCase.Params.GetInt("heads");
         Assert.That(launched, Does.Contain($"window_attention_fwd_bf16_m128_d{headDim}"));
@@ -74,9 +57,9 @@ public class WindowAttentionForwardTileTests
     [TestCaseSource(nameof(Cases))]
     public void Backward_with_128_query_tiles_matches_the_reference(OpCase opCase)
     {
-        using var cuda = CudaOrSkip();
+        using var cuda = CudaTestBackend.OrSkip();
         cuda.AttentionForwardTile = AttentionForwardTile.Queries128;
-        var launched = Observe(cuda);
+        var launched = CudaTestBackend.RecordLaunches(cuda);
         OpHarness.CheckBackward(cuda, OpCatalog.Get("window_attention"), opCase, DType.BF16);
         int headDim = opCase.InputShapes["q"][4] / opCase.Params.GetInt("heads");
         Assert.That(launched, Does.Contain($"window_attention_fwd_bf16_m128_d{headDim}"));
@@ -85,9 +68,9 @@ public class WindowAttentionForwardTileTests
     [Test]
     public void The_default_forward_is_the_64_query_kernel()
     {
-        using var cuda = CudaOrSkip();
+        using var cuda = CudaTestBackend.OrSkip();
         Assert.That(cuda.AttentionForwardTile, Is.EqualTo(AttentionForwardTile.Queries64));
-        var launched = Observe(cuda);
+        var launched = CudaTestBackend.RecordLaunches(cuda);
         var op = OpCatalog.Get("window_attention");
         OpHarness.CheckForward(cuda, op, op.Cases().Single(c => c.Name == "d64_multitile_b2_t3h10w12_win2_h2"), DType.BF16);
         Assert.That(launched, Does.Contain("window_attention_fwd_bf16"));
