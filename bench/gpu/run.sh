@@ -23,7 +23,7 @@ BENCH_DLL=.gpu/app/UltraGen.GpuBench/UltraGen.GpuBench.dll
 # cannot: every cuda row (op harness, DiT, host layer) and the ilgpu rows (ILGPU on a real GPU); the cpu/reference rows
 # are CI's.
 GPU_FILTER=${GPU_FILTER:-"Name~/cuda/|(Name~Dit_&Name~cuda)|FullyQualifiedName~UltraGen.Tests.Cuda|Name~/ilgpu/|(Name~Dit_&Name~ilgpu)"}
-ATTN_FILTER=${ATTN_FILTER:-"(Name~window_attention/|Name~cross_attention/)&Name~/cuda/"}
+ATTN_FILTER=${ATTN_FILTER:-"(Name~window_attention/|Name~window_attention_m128/|Name~cross_attention/)&Name~/cuda/"}
 # ONLY=<step,step,…> runs a subset (device time is scarce: a session has about 15 minutes, 10 per command), e.g.
 #   ONLY=versions,ptx,tests,peer,bench bash bench/gpu/run.sh      then      ONLY=ptx,memcheck,racecheck,resources …
 # Steps in order: versions ptx tests peer bench memcheck racecheck resources. STEP_TIMEOUT (s, default 420) bounds each.
