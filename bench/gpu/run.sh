@@ -6,7 +6,8 @@
 #   versions   device + toolchain versions
 #   ptx        PTX for compute_80/90 into build/ptx
 #   tests      the cuda and ilgpu rows of the .NET tests (GPU_FILTER):  bash .gpu/run.sh dotnet .gpu/app/UltraGen.Tests/UltraGen.Tests.dll
-#   peer       peer timings: PyTorch SDPA flash (bench/gpu/sdpa_peer.py) → $OUT/sdpa_peer.csv
+#   peer       peer timings: PyTorch SDPA flash (bench/gpu/sdpa_peer.py) → $OUT/sdpa_peer.csv, and the 1080P layers in
+#              plain PyTorch (bench/gpu/layer_peer.py) → $OUT/layer_peer.csv
 #   bench      UltraGen timings (bench/UltraGen.GpuBench, CUDA events) → $OUT/ultragen.csv, same columns
 #   memcheck, racecheck   compute-sanitizer over the cuda attention rows (ATTN_FILTER)
 #   resources  the ptxas resource report (registers, smem, spills) for sm_80 and sm_90
@@ -57,6 +58,8 @@ if wanted tests; then
 fi
 
 wanted peer && step sdpa-peer python3 bench/gpu/sdpa_peer.py --csv "$OUT/sdpa_peer.csv"
+# The 1080P layers in plain PyTorch (bf16, SDPA flash); its float64 check mode is held to the ops' references in CI.
+wanted peer && step layer-peer python3 bench/gpu/layer_peer.py --csv "$OUT/layer_peer.csv"
 
 # The .NET side of the table: the cuda backend's window_attention (bf16, fwd and bwd) on sdpa_peer.py's shapes and row
 # names, and the 1080P self-attention layer (UltraGen vs full), timed with CUDA events (bench/UltraGen.GpuBench).
@@ -79,28 +82,32 @@ if wanted resources; then
 fi
 
 # ---- summary: steps, then the timing table (SDPA beside UltraGen where both exist) -----------------------------------
-python3 - "$OUT/sdpa_peer.csv" "$OUT/ultragen.csv" >"$OUT/summary.txt" 2>&1 <<'PY'
+python3 - "$OUT/sdpa_peer.csv" "$OUT/layer_peer.csv" "$OUT/ultragen.csv" >"$OUT/summary.txt" 2>&1 <<'PY'
 import csv, os, sys
 def load(p):
     return {(r["layer"], r["shape"]): r for r in csv.DictReader(open(p))} if os.path.exists(p) else {}
-peer, ours = load(sys.argv[1]), load(sys.argv[2])
-print(f"{'layer':24s} {'shape':26s} {'sdpa TF/s':>9s} {'sdpa ms':>9s} {'ug TF/s':>8s} {'ug ms':>8s} {'ug/sdpa':>7s}")
-# X.fwd_m128 (our 128-query forward kernel) is compared with the peer's X.fwd and printed right after it.
+peer, ours = {**load(sys.argv[1]), **load(sys.argv[2])}, load(sys.argv[3])
+print(f"{'layer':34s} {'shape':26s} {'peer TF/s':>9s} {'peer ms':>9s} {'ug TF/s':>8s} {'ug ms':>8s} {'ug/peer':>7s}")
+# Our variants of a peer row, printed right after it and compared with it: X.fwd_m128 (the 128-query forward kernel)
+# with X.fwd; the layers' X_f32.fwd and X_bf16attn.fwd (attention on f32 units or bf16 tensor cores) with X.fwd.
+def peer_name(layer):
+    for suffix, base in (("_m128", ""), ("_f32.fwd", ".fwd"), ("_bf16attn.fwd", ".fwd")):
+        if layer.endswith(suffix): return layer[: -len(suffix)] + base
+    return layer
 order = []
 for key in peer:
     order.append(key)
-    m128 = (key[0] + "_m128", key[1])
-    if key[0].endswith(".fwd") and m128 in ours: order.append(m128)
+    order += [k for k in ours if k != key and (peer_name(k[0]), k[1]) == key]
 order += [k for k in ours if k not in order]
 for key in order:
-    p, o = peer.get(key) or peer.get((key[0].removesuffix("_m128"), key[1])), ours.get(key)
+    p, o = peer.get(key) or peer.get((peer_name(key[0]), key[1])), ours.get(key)
     ratio = f"{float(p['ms']) / float(o['ms']):.2f}" if p and o else "-"
     f = lambda r, c: r[c] if r else "-"
-    print(f"{key[0]:24s} {key[1]:26s} {f(p,'tflops'):>9s} {f(p,'ms'):>9s} {f(o,'tflops'):>8s} {f(o,'ms'):>8s} {ratio:>7s}")
+    print(f"{key[0]:34s} {key[1]:26s} {f(p,'tflops'):>9s} {f(p,'ms'):>9s} {f(o,'tflops'):>8s} {f(o,'ms'):>8s} {ratio:>7s}")
 PY
 {
   printf '\n===== steps\n'; printf '%s\n' "${STEPS[@]}"
-  printf '\n===== timings (ug/sdpa = SDPA time / UltraGen time: > 1 means UltraGen is faster)\n'; cat "$OUT/summary.txt"
+  printf '\n===== timings (ug/peer = PyTorch time / UltraGen time: > 1 means UltraGen is faster)\n'; cat "$OUT/summary.txt"
 } | tee -a "$LOG"
 echo "full log: $LOG"
 ! printf '%s\n' "${STEPS[@]}" | grep -qE "FAILED|TIMEOUT"
