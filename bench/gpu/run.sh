@@ -25,6 +25,8 @@ BENCH_DLL=.gpu/app/UltraGen.GpuBench/UltraGen.GpuBench.dll
 # are CI's.
 GPU_FILTER=${GPU_FILTER:-"Name~/cuda/|(Name~Dit_&Name~cuda)|FullyQualifiedName~UltraGen.Tests.Cuda|Name~/ilgpu/|(Name~Dit_&Name~ilgpu)"}
 ATTN_FILTER=${ATTN_FILTER:-"(Name~window_attention/|Name~window_attention_m128/|Name~cross_attention/)&Name~/cuda/"}
+# PREVIOUS=<folder>: CSVs of an earlier call (sdpa_peer.csv, layer_peer.csv, ultragen.csv) the summary uses where this
+# call wrote none.
 # ONLY=<step,step,…> runs a subset (device time is scarce: a session has about 15 minutes, 10 per command), e.g.
 #   ONLY=versions,ptx,tests,peer,bench bash bench/gpu/run.sh      then      ONLY=ptx,memcheck,racecheck,resources …
 # Steps in order: versions ptx tests peer bench memcheck racecheck resources. STEP_TIMEOUT (s, default 420) bounds each.
@@ -82,7 +84,10 @@ if wanted resources; then
 fi
 
 # ---- summary: steps, then the timing table (SDPA beside UltraGen where both exist) -----------------------------------
-python3 - "$OUT/sdpa_peer.csv" "$OUT/layer_peer.csv" "$OUT/ultragen.csv" >"$OUT/summary.txt" 2>&1 <<'PY'
+# A CSV this call did not write is taken from $PREVIOUS (a folder of an earlier call's results, carried in the working
+# tree), so a session split over two calls still gets one table.
+csv_of() { if [ -f "$OUT/$1" ] || [ -z "${PREVIOUS:-}" ]; then echo "$OUT/$1"; else echo "$PREVIOUS/$1"; fi; }
+python3 - "$(csv_of sdpa_peer.csv)" "$(csv_of layer_peer.csv)" "$(csv_of ultragen.csv)" >"$OUT/summary.txt" 2>&1 <<'PY'
 import csv, os, sys
 def load(p):
     return {(r["layer"], r["shape"]): r for r in csv.DictReader(open(p))} if os.path.exists(p) else {}
