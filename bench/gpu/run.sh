@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU session's one command (device machine: nvcc, CMake, PyTorch; no .NET SDK). From the repo root:
-#   on this machine first:   ../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench   (fills .gpu/)
+#   on this machine first:   bash bench/gpu/pack.sh   (fills .gpu/: gpu-pack.sh, pruned to fit the 64 MiB a run carries)
 #   on the device machine:   bash bench/gpu/run.sh          (carry .gpu; OUT defaults to /tmp/ultragen-gpu)
 # Steps (each logged in full to $OUT/gpu-run.log; a failing step is recorded and the rest still run; ONLY= picks some):
 #   versions   device + toolchain versions
@@ -56,7 +56,7 @@ export ULTRAGEN_REQUIRE_CUDA=1  # a cuda backend that fails to come up is a test
 
 if wanted tests; then
   if have_pack "$TESTS_DLL"; then step cuda-tests bash .gpu/run.sh dotnet "$TESTS_DLL" --filter "$GPU_FILTER"
-  else skip cuda-tests "no .gpu pack (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"; fi
+  else skip cuda-tests "no .gpu pack (bash bench/gpu/pack.sh)"; fi
 fi
 
 wanted peer && step sdpa-peer python3 bench/gpu/sdpa_peer.py --csv "$OUT/sdpa_peer.csv"
@@ -67,7 +67,7 @@ wanted peer && step layer-peer python3 bench/gpu/layer_peer.py --csv "$OUT/layer
 # names, and the 1080P self-attention layer (UltraGen vs full), timed with CUDA events (bench/UltraGen.GpuBench).
 if wanted bench; then
   if have_pack "$BENCH_DLL"; then step ultragen-bench bash .gpu/run.sh dotnet "$BENCH_DLL" --csv "$OUT/ultragen.csv"
-  else skip ultragen-bench "no .gpu pack with UltraGen.GpuBench (../shared/scripts/gpu-pack.sh tests/UltraGen.Tests bench/UltraGen.GpuBench)"; fi
+  else skip ultragen-bench "no .gpu pack with UltraGen.GpuBench (bash bench/gpu/pack.sh)"; fi
 fi
 
 for tool in memcheck racecheck; do
