@@ -17,16 +17,12 @@ import csv
 import json
 import math
 import os
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-try:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-except ImportError:  # older torch
-    sdpa_kernel = None
+from sdpa_peer import flash_context, time_ms  # the attention peer's timing (CUDA events, median) and flash backend
 
 HEADS, HEAD_DIM, LORA_RANK, SINUSOID, BLOCK = 12, 128, 16, 256, 4
 GRID_1080P = (21, 68, 120)
@@ -227,27 +223,6 @@ def check(args):
 
 # ---- timing mode --------------------------------------------------------------------------------------------------
 
-def flash_context():
-    if sdpa_kernel is not None:
-        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
-    return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)
-
-
-def time_ms(fn, warmup=1, reps=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def random_parameters(dim, device, dtype):
     r = 1 / math.sqrt(dim)
     u = lambda *shape: (torch.rand(*shape, device=device, dtype=torch.float32) * 2 * r - r).to(dtype)
@@ -324,7 +299,7 @@ def main():
     with torch.no_grad(), flash_context():
         for name, fn, ultragen in (("1080p_ultragen_layer", lambda: ultragen_layer(x, t, p, GRID_1080P, HEADS), True),
                                    ("1080p_full_layer", lambda: wan_layer(x, p, GRID_1080P, HEADS), False)):
-            ms = time_ms(fn)
+            ms = time_ms(fn, warmup=1, reps=5)  # a layer call is long: fewer repetitions than the attention rows
             flops = layer_flops(GRID_1080P, HEADS, HEAD_DIM, ultragen)
             rows.append((f"{name}.fwd", shape, flops / ms / 1e9, ms))
             print(f"{name + '.fwd':28s} {shape:22s} {flops / ms / 1e9:8.1f} TFLOP/s {ms:10.3f} ms", flush=True)
