@@ -198,17 +198,7 @@ __device__ __forceinline__ void attn_fwd_bf16(const ug_bf16* __restrict__ q, con
     for (int j = 0; j < nTiles; ++j) {
         const int buf = j & 1;
         const int kStart = j * BN;
-        if (j + 1 < nTiles) {
-            // Stage buf^1 was last read in iteration j−1; this barrier also publishes kRows[buf^1].
-            ug_fill_tile_rows(kRows[buf ^ 1], BN, layout, s, kStart + BN);
-            __syncthreads();
-            ug_issue_tile_bf16<D, THREADS>(sK(buf ^ 1), k, kRows[buf ^ 1], BN);
-            ug_issue_tile_bf16<D, THREADS>(sV(buf ^ 1), v, kRows[buf ^ 1], BN);
-            ug_cp_async_commit();
-            ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
-        } else {
-            ug_cp_async_wait<0>();
-        }
+        ug_stream_pair_step<D, THREADS>(j, nTiles, kRows[buf ^ 1], BN, layout, s, kStart + BN, sK(buf ^ 1), k, sV(buf ^ 1), v, [] {});
         if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK(buf), kRows[buf], BN, rope);
         __syncthreads();  // tile j complete and rotated for every warp
 

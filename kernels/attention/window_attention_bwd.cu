@@ -325,19 +325,10 @@ __device__ __forceinline__ void attn_bwd_dkdv_bf16(const ug_bf16* __restrict__ q
 
     for (int j = 0; j < nTiles; ++j) {
         const int buf = j & 1;
-        if (j + 1 < nTiles) {
-            // Stage buf^1 (rows, Q/dO, statistics) was last read in iteration j−1; this barrier also publishes
-            // qRows[buf^1] and, on the first pass, the rotated K.
-            ug_fill_tile_rows(qRows[buf ^ 1], BQ, layout, s, (j + 1) * BQ);
-            __syncthreads();
-            ug_issue_tile_bf16<D, THREADS>(sQ(buf ^ 1), q, qRows[buf ^ 1], BQ);
-            ug_issue_tile_bf16<D, THREADS>(sdO(buf ^ 1), dO, qRows[buf ^ 1], BQ);
-            ug_cp_async_commit();
-            loadStats(buf ^ 1);
-            ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
-        } else {
-            ug_cp_async_wait<0>();
-        }
+        // Stage buf^1 (rows, Q/dO, statistics) was last read in iteration j−1; the step's barrier also publishes the
+        // rotated K on the first pass; the next tile's statistics load while its copies are in flight.
+        ug_stream_pair_step<D, THREADS>(j, nTiles, qRows[buf ^ 1], BQ, layout, s, (j + 1) * BQ, sQ(buf ^ 1), q, sdO(buf ^ 1), dO,
+                                        [&] { loadStats(buf ^ 1); });
         if (rotate) ug_rotate_tile_bf16<D, THREADS>(sQ(buf), qRows[buf], BQ, rope);
         __syncthreads();  // tile j complete, rotated and its statistics written, for every warp
 
@@ -465,18 +456,8 @@ __device__ __forceinline__ void attn_bwd_dq_bf16(const ug_bf16* __restrict__ q, 
     for (int j = 0; j < nTiles; ++j) {
         const int buf = j & 1;
         const int kStart = j * BK;
-        if (j + 1 < nTiles) {
-            // Stage buf^1 was last read in iteration j−1 (first pass: not yet); this barrier also publishes
-            // kRows[buf^1] and, on the first pass, the rotated Q.
-            ug_fill_tile_rows(kRows[buf ^ 1], BK, layout, s, kStart + BK);
-            __syncthreads();
-            ug_issue_tile_bf16<D, THREADS>(sK(buf ^ 1), k, kRows[buf ^ 1], BK);
-            ug_issue_tile_bf16<D, THREADS>(sV(buf ^ 1), v, kRows[buf ^ 1], BK);
-            ug_cp_async_commit();
-            ug_cp_async_wait<1>();  // tile j (this thread's copies) has landed
-        } else {
-            ug_cp_async_wait<0>();
-        }
+        // The step's barrier also publishes the rotated Q on the first pass.
+        ug_stream_pair_step<D, THREADS>(j, nTiles, kRows[buf ^ 1], BK, layout, s, kStart + BK, sK(buf ^ 1), k, sV(buf ^ 1), v, [] {});
         if (rotate) ug_rotate_tile_bf16<D, THREADS>(sK(buf), kRows[buf], BK, rope);
         __syncthreads();  // tile j complete and rotated for every warp (and Q/dO, on the first pass)
 

@@ -149,6 +149,29 @@ __device__ __forceinline__ void ug_issue_tile_bf16(ug_bf16* tile, const ug_bf16*
     }
 }
 
+// One step of a double-buffered stream of paired tiles (K/V or Q/dO), tile j of nTiles in stage j & 1. When tile j+1
+// exists: fills its rows into nextRows, barriers (its stage was last read in iteration j−1; the barrier also publishes
+// nextRows and anything the block wrote before it), issues both its tiles as one cp.async group, runs afterIssue (work
+// that overlaps the copies), and waits until this thread's copies of tile j have landed. On the last tile it only waits.
+// The caller barriers after its own post-processing (RoPE) of tile j, before any warp reads it.
+template <int D, int THREADS, typename AfterIssue>
+__device__ __forceinline__ void ug_stream_pair_step(int j, int nTiles, UgTileRow* nextRows, int count, const WindowLayoutParams& l,
+                                                    const UgAttnSlice& s, int nextStart, ug_bf16* nextA,
+                                                    const ug_bf16* __restrict__ srcA, ug_bf16* nextB,
+                                                    const ug_bf16* __restrict__ srcB, AfterIssue afterIssue) {
+    if (j + 1 < nTiles) {
+        ug_fill_tile_rows(nextRows, count, l, s, nextStart);
+        __syncthreads();
+        ug_issue_tile_bf16<D, THREADS>(nextA, srcA, nextRows, count);
+        ug_issue_tile_bf16<D, THREADS>(nextB, srcB, nextRows, count);
+        ug_cp_async_commit();
+        afterIssue();
+        ug_cp_async_wait<1>();
+    } else {
+        ug_cp_async_wait<0>();
+    }
+}
+
 // Rotates, in place, the chunks this thread copied with ug_issue_tile_bf16 (same idx walk): 4 complex pairs per chunk,
 // rotated in f32 and rounded back to bf16 (RNE). Tail rows (offset < 0) are zeros and stay zeros.
 template <int D, int THREADS>
