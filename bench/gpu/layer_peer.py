@@ -13,7 +13,6 @@ Modes:
 Rows: 1080p_ultragen_layer.fwd and 1080p_full_layer.fwd (layer,shape,tflops,ms), FLOPs as LayerSetup.cs counts them.
 """
 import argparse
-import csv
 import json
 import math
 import os
@@ -22,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from sdpa_peer import flash_context, time_ms  # the attention peer's timing (CUDA events, median) and flash backend
+from sdpa_peer import flash_context, time_ms, write_csv  # the attention peer's timing (CUDA events, median), flash backend, CSV
 
 HEADS, HEAD_DIM, LORA_RANK, SINUSOID, BLOCK = 12, 128, 16, 256, 4
 GRID_1080P = (21, 68, 120)
@@ -303,11 +302,7 @@ def main():
             flops = layer_flops(GRID_1080P, HEADS, HEAD_DIM, ultragen)
             rows.append((f"{name}.fwd", shape, flops / ms / 1e9, ms))
             print(f"{name + '.fwd':28s} {shape:22s} {flops / ms / 1e9:8.1f} TFLOP/s {ms:10.3f} ms", flush=True)
-    with open(args.csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["layer", "shape", "tflops", "ms"])
-        for layer, shp, tf, ms in rows:
-            w.writerow([layer, shp, f"{tf:.2f}", f"{ms:.4f}"])
+    write_csv(args.csv, rows)
     return 0
 
 

@@ -55,6 +55,15 @@ def time_ms(fn, warmup=3, reps=10):
     return statistics.median(times)
 
 
+def write_csv(path, rows):
+    """rows of (layer, shape, tflops, ms) in the columns bench/gpu/run.sh joins with the .NET side."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["layer", "shape", "tflops", "ms"])
+        for layer, shape, tf, ms in rows:
+            w.writerow([layer, shape, f"{tf:.2f}", f"{ms:.4f}"])
+
+
 def flash_context():
     if sdpa_kernel is not None:
         return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
@@ -92,11 +101,7 @@ def main():
             print(f"{layer:24s} {shp:28s} {tf:8.1f} TFLOP/s {t:10.3f} ms", flush=True)
         del q, k, v
         torch.cuda.empty_cache()
-    with open(args.csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["layer", "shape", "tflops", "ms"])
-        for layer, shape, tf, ms in rows:
-            w.writerow([layer, shape, f"{tf:.2f}", f"{ms:.4f}"])
+    write_csv(args.csv, rows)
     return 0
 
 
